@@ -1,0 +1,192 @@
+"""Backbones: build a registered network, load its weights, resolve layer names to graph nodes.
+
+Example:
+    >>> from cnnbase.backbones import load_backbone
+    >>> bb = load_backbone("tiny_cnn", weights="random")
+    >>> bb.weights_id, bb.resolve_layer("fc6").node
+    ('random:seed=0', 'classifier.2')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.feature_extraction import get_graph_node_names
+
+from ..errors import ConfigError, WeightsError
+from . import tiny  # noqa: F401  (registers tiny_cnn)
+from .spec import BackboneSpec, LayerTap, Preprocess
+from .torchvision_ import BACKBONES, compute_aliases, preprocess_from_weights
+
+
+@dataclass
+class LoadedBackbone:
+    """A network in eval mode with its weights identity, preprocessing and taps."""
+
+    spec: BackboneSpec
+    model: nn.Module
+    weights_id: str
+    preprocess: Preprocess
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights_id.startswith("random")
+
+    @cached_property
+    def taps(self) -> dict[str, LayerTap]:
+        """Named aliases of this model (``fc6``, ``pool``, ...)."""
+        return compute_aliases(self.spec, self.model)
+
+    @cached_property
+    def graph_nodes(self) -> list[str]:
+        """Every tappable node of the eval graph (torchvision.models.feature_extraction)."""
+        return get_graph_node_names(self.model)[1]
+
+    def resolve_layer(self, name: str | None) -> LayerTap:
+        """An alias or a raw graph node name → :class:`LayerTap`; unknown names list the valid ones."""
+        name = name or self.spec.default_layer
+        if name in self.taps:
+            return self.taps[name]
+        if name in self.graph_nodes:
+            return LayerTap(name, name, "graph node")
+        import difflib
+
+        near = difflib.get_close_matches(name, [*self.taps, *self.graph_nodes], n=4, cutoff=0.5)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        raise ConfigError(
+            f"{self.name} has no layer {name!r}; {hint}see `cnnbase models layers {self.name}` for aliases and graph nodes"
+        )
+
+
+def weights_cache_path(weights: object) -> Path:
+    """Where torchvision's weights API keeps (or would keep) a weights file."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)  # type: ignore[attr-defined]
+
+
+def is_cached(weights: object) -> bool:
+    return weights_cache_path(weights).is_file()
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_checkpoint(model: nn.Module, path: Path) -> None:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"checkpoint {path} not found; check the --weights path") from None
+    except Exception as exc:  # weights_only refuses arbitrary objects; corrupt files fail here too
+        msg = str(exc).splitlines()[0][:200]
+        raise WeightsError(
+            f"cannot load checkpoint {path} safely ({msg}); save a plain state_dict with torch.save(model.state_dict(), path)"
+        ) from None
+    if isinstance(obj, dict):
+        for k in ("state_dict", "model", "model_state_dict"):
+            if k in obj and isinstance(obj[k], dict):
+                obj = obj[k]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"checkpoint {path} does not hold a state_dict of tensors; save model.state_dict()")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise WeightsError(
+            f"checkpoint {path} does not match the architecture: {len(result.missing_keys)} missing keys "
+            f"(e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:2]}); "
+            "pass the MODEL the checkpoint was trained with"
+        )
+
+
+def load_backbone(
+    name: str,
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    seed: int = 0,
+    allow_download: bool = True,
+) -> LoadedBackbone:
+    """Build ``name`` and load its weights, in eval mode on the CPU.
+
+    Args:
+        name: a registered backbone (``cnnbase models list``).
+        weights: ``None``/``"DEFAULT"`` or a torchvision weights name (``"IMAGENET1K_V1"``), a local checkpoint
+            path (loaded with ``weights_only=True``), or ``"random"`` (only when asked for; recorded as such).
+        seed: the seed of random initialisation (``weights="random"``).
+        allow_download: fetch missing torchvision weights into torch's cache; when False, or when offline,
+            missing weights raise a one-line :class:`WeightsError` saying how to fix it.
+    """
+    spec = BACKBONES.get(name)
+    w = os.fspath(weights) if weights is not None else None
+    preprocess = spec.preprocess
+    if w is not None and w.lower() == "random":
+        torch.manual_seed(seed)
+        model = spec.builder()
+        weights_id = f"random:seed={seed}"
+    elif w is not None and (os.sep in w or w.endswith((".pth", ".pt", ".bin", ".ckpt")) or Path(w).is_file()):
+        path = Path(w).expanduser()
+        torch.manual_seed(seed)
+        model = spec.builder()
+        _load_checkpoint(model, path)
+        weights_id = f"file:sha256:{file_sha256(path)}"
+    else:
+        if spec.weights_enum is None:
+            raise WeightsError(
+                f"{name} has no published weights; pass --weights random (a test backbone) or --weights PATH.pth"
+            )
+        tag = w or "DEFAULT"
+        try:
+            entry = spec.weights_enum[tag]
+        except KeyError:
+            options = ", ".join(spec.weights_enum.__members__)
+            raise WeightsError(f"{name} has no weights {tag!r}; choose one of {options}, a .pth path, or random") from None
+        cached = weights_cache_path(entry)
+        if not cached.is_file() and not allow_download:
+            raise WeightsError(
+                f"weights {entry} for {name} are not in the torch cache ({cached}); download {entry.url} to that path "
+                "on a machine with internet, pass --weights PATH.pth, or --weights random to use random weights"
+            )
+        model = spec.builder()
+        try:
+            model.load_state_dict(entry.get_state_dict(progress=True, check_hash=False))
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError
+            raise WeightsError(
+                f"weights {entry} for {name} are not in the torch cache ({cached}) and could not be downloaded "
+                f"({str(exc).splitlines()[0][:120]}); download {entry.url} to that path, pass --weights PATH.pth, "
+                "or --weights random"
+            ) from None
+        weights_id = f"torchvision:{entry}"
+        preprocess = preprocess_from_weights(entry)
+    model.eval()
+    return LoadedBackbone(spec=spec, model=model, weights_id=weights_id, preprocess=preprocess)
+
+
+def list_backbones(pattern: str | None = None) -> list[str]:
+    """Registered backbone names, optionally filtered by an fnmatch pattern."""
+    return BACKBONES.list(pattern)
+
+
+__all__ = [
+    "BACKBONES",
+    "BackboneSpec",
+    "LayerTap",
+    "LoadedBackbone",
+    "Preprocess",
+    "is_cached",
+    "list_backbones",
+    "load_backbone",
+    "weights_cache_path",
+]

@@ -1,0 +1,76 @@
+"""Shared option declarations (Annotated aliases) so every command spells an option the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ModelArg = Annotated[str, typer.Argument(help="Backbone name (see `cnnbase models list`), e.g. alexnet, resnet50.")]
+DatasetArg = Annotated[
+    str, typer.Argument(help="A dataset from datasets.yaml (e.g. voc2007), an image folder (root/<class>/*), or a list file.")
+]
+LayerOpt = Annotated[
+    Optional[str],
+    typer.Option("--layer", "-l", help="Layer alias or graph node (see `cnnbase models layers MODEL`); default: the model's fc layer."),
+]
+LayersOpt = Annotated[
+    Optional[str],
+    typer.Option("--layer", "-l", help="Comma-separated layers, all from one forward pass (e.g. fc6,fc7,pool5)."),
+]
+WeightsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--weights",
+        "-w",
+        help="DEFAULT, a torchvision weights name (IMAGENET1K_V1), a local .pth state_dict, or `random` (recorded as such).",
+    ),
+]
+StoreOpt = Annotated[
+    Optional[Path], typer.Option("--store", help="Feature store folder (default: $CNNBASE_HOME/features or ~/.cache/cnnbase/features).")
+]
+ResultsOpt = Annotated[Optional[Path], typer.Option("--results", help="Records file (default: results/records.jsonl).")]
+RootOpt = Annotated[Optional[str], typer.Option("--root", help="Dataset root folder, overriding datasets.yaml.")]
+DatasetsOpt = Annotated[Optional[str], typer.Option("--datasets", help="The datasets.yaml to read (default: ./datasets.yaml, else the packaged one).")]
+PreprocessOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--preprocess",
+        help="Override the weights' preprocessing: square:SIZE (whole image, no crop, as Razavian), center_crop:RESIZE:CROP, bilinear|bicubic.",
+    ),
+]
+JitterOpt = Annotated[str, typer.Option("--jitter", help="Views per image: none, flip, or razavian (16 views: crops, rotations, mirrors).")]
+PoolOpt = Annotated[str, typer.Option("--pool", help="For convolutional maps: none (flatten), avg or max (global pooling).")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 for the forward pass (recorded, part of the store key).")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="Storage dtype of features: float32 or float16.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: half the cores).")]
+CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model (pays off on long runs).")]
+BadImageOpt = Annotated[
+    str, typer.Option("--on-bad-image", help="fail (default: list every bad file and stop) or skip (record them and go on).")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random weights, CV folds and subsampling.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+CGridOpt = Annotated[
+    Optional[str], typer.Option("--C", help="One C (e.g. 0.2) or a comma-separated grid chosen by k-fold CV (default 0.01,0.1,1,10,100).")
+]
+FoldsOpt = Annotated[int, typer.Option("--folds", help="Cross-validation folds for choosing C.")]
+ModeOpt = Annotated[str, typer.Option("--mode", help="ovr (one-vs-rest) or ovo (one-vs-one with voting, as Razavian for MIT-67/CUB/Flowers).")]
+SolverOpt = Annotated[str, typer.Option("--solver", help="auto (batched torch solver), liblinear (scikit-learn's LinearSVC) or torch.")]
+NormOpt = Annotated[str, typer.Option("--norm", help="Feature normalisation at evaluation time: l2 (default), l2+power2, none.")]
+
+
+def parse_c(value: str | None) -> tuple[float, ...] | float | None:
+    """``"0.2"`` → 0.2 (fixed C); ``"0.01,0.1,1"`` → a grid."""
+    if value is None:
+        return None
+    from ..errors import ConfigError
+
+    try:
+        vals = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"bad --C {value!r}; give a number or a comma-separated list like 0.01,0.1,1") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise ConfigError(f"bad --C {value!r}; C values must be positive")
+    return vals[0] if len(vals) == 1 else vals

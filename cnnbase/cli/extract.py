@@ -1,0 +1,89 @@
+"""``cnnbase extract``: features into the store."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from . import app
+from ._console import console
+from ._options import (
+    BadImageOpt,
+    BatchOpt,
+    CompileOpt,
+    DatasetArg,
+    DatasetsOpt,
+    DtypeOpt,
+    JitterOpt,
+    LayersOpt,
+    ModelArg,
+    PoolOpt,
+    PrecisionOpt,
+    PreprocessOpt,
+    ProgressOpt,
+    RootOpt,
+    SeedOpt,
+    StoreOpt,
+    WeightsOpt,
+    WorkersOpt,
+)
+
+
+def feature_options(**kw):  # type: ignore[no-untyped-def]
+    from ..runner import FeatureOptions
+
+    return FeatureOptions(**{k: v for k, v in kw.items() if v is not None})
+
+
+def make_context(store, root, datasets, progress=True, results=None):  # type: ignore[no-untyped-def]
+    from ..config import default_store
+    from ..features.store import FeatureStore
+    from ..runner import Context
+
+    return Context(store=FeatureStore(store or default_store()), root=root, datasets_file=datasets, progress=progress, results=results)
+
+
+@app.command()
+def extract(
+    model: ModelArg,
+    dataset: DatasetArg,
+    layer: LayersOpt = None,
+    split: Optional[str] = typer.Option(None, "--split", help="Comma-separated splits (default: the protocol's train and test splits)."),
+    weights: WeightsOpt = None,
+    store: StoreOpt = None,
+    root: RootOpt = None,
+    datasets: DatasetsOpt = None,
+    preprocess: PreprocessOpt = None,
+    jitter: JitterOpt = "none",
+    pool: PoolOpt = "none",
+    precision: PrecisionOpt = "fp32",
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
+    compile: CompileOpt = False,
+    on_bad_image: BadImageOpt = "fail",
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
+) -> None:
+    """Extract features of MODEL on DATASET into the content-addressed store.
+
+    Raw activations are stored (normalisation happens at evaluation time). The store key covers everything that
+    changes the numbers, so a rerun with the same options does no work, a changed option makes a new entry, and an
+    interrupted run resumes at the first missing shard.
+
+    Examples:
+      cnnbase extract alexnet voc2007 --layer fc6,fc7 --preprocess square:221 --jitter razavian
+      cnnbase extract resnet50 ~/photos/by_class --weights random
+    """
+    from ..runner import extract as run_extract
+
+    ctx = make_context(store, root, datasets, progress)
+    opts = feature_options(
+        weights=weights, seed=seed, preprocess=preprocess, jitter=jitter, pool=pool, precision=precision, dtype=dtype,
+        batch_size=batch_size, workers=workers, compile=compile, on_bad_image=on_bad_image,
+    )
+    entries = run_extract(model, dataset, layers=layer, splits=split.split(",") if split else None, opts=opts, ctx=ctx)
+    for e in entries:
+        m = e.manifest() or {}
+        console.print(f"{m.get('fields', {}).get('split', '?'):>10}  {e.path.name}  shape {tuple(m.get('shape', []))}  key {e.key[:12]}")

@@ -1,0 +1,151 @@
+"""``cnnbase train-svm`` and ``cnnbase evaluate``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from . import app
+from ._console import console
+from ._options import (
+    BadImageOpt,
+    BatchOpt,
+    CGridOpt,
+    CompileOpt,
+    DatasetArg,
+    DatasetsOpt,
+    DtypeOpt,
+    FoldsOpt,
+    JitterOpt,
+    LayerOpt,
+    ModelArg,
+    ModeOpt,
+    NormOpt,
+    PoolOpt,
+    PrecisionOpt,
+    PreprocessOpt,
+    ProgressOpt,
+    ResultsOpt,
+    RootOpt,
+    SeedOpt,
+    SolverOpt,
+    StoreOpt,
+    WeightsOpt,
+    WorkersOpt,
+    parse_c,
+)
+from .extract import feature_options, make_context
+
+
+def svm_options(C, folds, mode, solver, norm, seed):  # type: ignore[no-untyped-def]
+    from ..runner import SVMOptions
+
+    kw = {"cv_folds": folds, "mode": mode, "solver": solver, "normalization": norm, "seed": seed}
+    c = parse_c(C)
+    if c is not None:
+        kw["C"] = c
+    return SVMOptions(**kw)
+
+
+@app.command("train-svm")
+def train_svm(
+    model: ModelArg,
+    dataset: DatasetArg,
+    layer: LayerOpt = None,
+    train_split: Optional[str] = typer.Option(None, "--train-split", help="Split to train on (default: the protocol's)."),
+    C: CGridOpt = None,
+    folds: FoldsOpt = 3,
+    mode: ModeOpt = "ovr",
+    solver: SolverOpt = "auto",
+    norm: NormOpt = "l2",
+    weights: WeightsOpt = None,
+    store: StoreOpt = None,
+    root: RootOpt = None,
+    datasets: DatasetsOpt = None,
+    preprocess: PreprocessOpt = None,
+    jitter: JitterOpt = "none",
+    pool: PoolOpt = "none",
+    precision: PrecisionOpt = "fp32",
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
+    compile: CompileOpt = False,
+    on_bad_image: BadImageOpt = "fail",
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
+) -> None:
+    """Train one-vs-rest (or one-vs-one) linear SVMs on the training split, C chosen per class by k-fold CV.
+
+    Features are extracted first if the store lacks them. The SVMs are saved next to the features and reused by
+    `evaluate`; a rerun with nothing changed does not retrain.
+
+    Example:
+      cnnbase train-svm alexnet voc2007 --layer fc6 --C 0.2
+    """
+    from ..runner import train_svm as run_train
+
+    ctx = make_context(store, root, datasets, progress)
+    opts = feature_options(weights=weights, seed=seed, preprocess=preprocess, jitter=jitter, pool=pool, precision=precision,
+                           dtype=dtype, batch_size=batch_size, workers=workers, compile=compile, on_bad_image=on_bad_image)
+    th = run_train(model, dataset, layer=layer, train_split=train_split, opts=opts, svm=svm_options(C, folds, mode, solver, norm, seed), ctx=ctx)
+    verb = "reused" if th.reused else "trained"
+    Cs = sorted({float(c) for c in th.head.C_})
+    console.print(f"{verb} {len(th.head.C_)} SVM(s), C chosen from {Cs}: {th.path}")
+
+
+@app.command()
+def evaluate(
+    model: ModelArg,
+    dataset: DatasetArg,
+    task: Optional[str] = typer.Option(None, "--task", help="classification, multilabel or retrieval (default: the dataset's task)."),
+    layer: LayerOpt = None,
+    metric: Optional[str] = typer.Option(None, "--metric", help="Override the benchmark's official metric (recorded as a deviation)."),
+    train_split: Optional[str] = typer.Option(None, "--train-split", help="Training split (retrieval on a labelled set: the database)."),
+    test_split: Optional[str] = typer.Option(None, "--test-split", help="Test split (retrieval on a labelled set: the queries)."),
+    C: CGridOpt = None,
+    folds: FoldsOpt = 3,
+    mode: ModeOpt = "ovr",
+    solver: SolverOpt = "auto",
+    norm: NormOpt = "l2",
+    results: ResultsOpt = None,
+    weights: WeightsOpt = None,
+    store: StoreOpt = None,
+    root: RootOpt = None,
+    datasets: DatasetsOpt = None,
+    preprocess: PreprocessOpt = None,
+    jitter: JitterOpt = "none",
+    pool: PoolOpt = "none",
+    precision: PrecisionOpt = "fp32",
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
+    compile: CompileOpt = False,
+    on_bad_image: BadImageOpt = "fail",
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
+) -> None:
+    """Score MODEL's features on DATASET with the benchmark's official metric and append a record.
+
+    Classification and multilabel tasks train (or reload) SVMs and score the test split; retrieval ranks the
+    database by L2 distance of L2-normalised features (on a labelled set: test images query the training images).
+
+    Examples:
+      cnnbase evaluate alexnet voc2007 --layer fc6
+      cnnbase evaluate alexnet oxford5k --task retrieval
+    """
+    from ..metrics import METRICS
+    from ..runner import evaluate as run_evaluate
+
+    ctx = make_context(store, root, datasets, progress, results)
+    opts = feature_options(weights=weights, seed=seed, preprocess=preprocess, jitter=jitter, pool=pool, precision=precision,
+                           dtype=dtype, batch_size=batch_size, workers=workers, compile=compile, on_bad_image=on_bad_image)
+    rec = run_evaluate(model, dataset, task=task, layer=layer, metric=metric, train_split=train_split, test_split=test_split,
+                       opts=opts, svm=svm_options(C, folds, mode, solver, norm, seed), normalization=norm, ctx=ctx)
+    scale = METRICS.get(rec["metric"]).scale
+    extra = ", ".join(f"{k} {v * (scale if 'map' in k or 'acc' in k else 1):.2f}" for k, v in rec.get("extra", {}).items())
+    skipped = f"  ({rec['n_skipped']} bad images skipped)" if rec.get("n_skipped") else ""
+    console.print(
+        f"[bold]{rec['dataset']}[/] {rec['task']}  {rec['backbone']} {rec['layer']}  "
+        f"[bold green]{rec['metric']} = {rec['value'] * scale:.2f}[/]" + (f"  ({extra})" if extra else "") + skipped
+    )

@@ -1,0 +1,117 @@
+"""From a decoded image to the network's input views: preprocessing and jitter, on uint8 tensors.
+
+Pixels stay uint8 until the batch reaches the model (:func:`normalize_batch`), which keeps worker→main
+transfers 4× smaller and gives exactly torchvision's ``ToTensor()`` + ``Normalize()`` numbers.
+
+Jitter recipes (``--jitter``):
+
+* ``none``: the image itself (1 view).
+* ``flip``: the image and its mirror (2 views).
+* ``razavian``: Razavian et al. 2014's "CNNaug" 16 views: the image, 5 crops of 4/9 of its area (sides ×2/3) at the
+  four corners and the centre, 2 rotations, and the horizontal mirror of each of these 8. The paper does not give
+  the rotation angles; cnnbase uses ±10° about the centre, each rotated image cropped to the largest axis-aligned
+  rectangle of the original aspect ratio that holds no fill pixels (so no invented black corners enter the
+  features). The angles are part of the jitter spec and hence of the store key and every record.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
+
+from ..backbones.spec import Preprocess
+from ..errors import ConfigError
+
+_MODES = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+
+
+@dataclass(frozen=True)
+class JitterSpec:
+    """Which views of each image are stored (see the module docstring)."""
+
+    name: str = "none"
+    crop_side: float = 2.0 / 3.0
+    rotations: tuple[float, ...] = ()
+
+    @property
+    def views(self) -> int:
+        return {"none": 1, "flip": 2}.get(self.name, 2 * (1 + 5 + len(self.rotations)))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["rotations"] = list(self.rotations)
+        return d
+
+    @classmethod
+    def parse(cls, name: str | None) -> JitterSpec:
+        if not name or name == "none":
+            return cls("none")
+        if name == "flip":
+            return cls("flip")
+        if name == "razavian":
+            return cls("razavian", 2.0 / 3.0, (-10.0, 10.0))
+        raise ConfigError(f"unknown --jitter {name!r}; choose none, flip or razavian")
+
+
+def preprocess_pil(img: Image.Image, p: Preprocess) -> torch.Tensor:
+    """One PIL RGB image → uint8 tensor (3, crop, crop), exactly as torchvision's eval transform resizes and crops."""
+    mode = _MODES[p.interpolation]
+    if p.mode == "square":
+        img = F.resize(img, [p.crop, p.crop], interpolation=mode, antialias=p.antialias)
+    else:
+        img = F.resize(img, [p.resize], interpolation=mode, antialias=p.antialias)
+        img = F.center_crop(img, [p.crop, p.crop])
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def rotated_inner_crop(img: Image.Image, angle: float) -> Image.Image:
+    """Rotate about the centre and crop the largest fill-free rectangle with the original aspect ratio."""
+    w, h = img.size
+    rot = img.rotate(angle, resample=Image.BILINEAR, expand=False)
+    t = math.radians(abs(angle))
+    c, s = math.cos(t), math.sin(t)
+    scale = min(w / (w * c + h * s), h / (w * s + h * c))
+    cw, ch = max(1, int(w * scale)), max(1, int(h * scale))
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    return rot.crop((x0, y0, x0 + cw, y0 + ch))
+
+
+def jitter_images(img: Image.Image, spec: JitterSpec) -> list[Image.Image]:
+    """The views of ``img`` in a fixed, documented order (originals first, then their mirrors)."""
+    if spec.name == "none":
+        return [img]
+    if spec.name == "flip":
+        return [img, img.transpose(Image.FLIP_LEFT_RIGHT)]
+    w, h = img.size
+    cw, ch = max(1, round(w * spec.crop_side)), max(1, round(h * spec.crop_side))
+    boxes = [
+        (0, 0, cw, ch),
+        (w - cw, 0, w, ch),
+        (0, h - ch, cw, h),
+        (w - cw, h - ch, w, h),
+        ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch),
+    ]
+    base = [img] + [img.crop(b) for b in boxes] + [rotated_inner_crop(img, a) for a in spec.rotations]
+    return base + [v.transpose(Image.FLIP_LEFT_RIGHT) for v in base]
+
+
+def make_views(img: Image.Image, p: Preprocess, spec: JitterSpec) -> torch.Tensor:
+    """uint8 tensor (views, 3, crop, crop) from one decoded image."""
+    return torch.stack([preprocess_pil(v, p) for v in jitter_images(img, spec)])
+
+
+def normalize_batch(x: torch.Tensor, p: Preprocess, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (N, 3, H, W) → normalised float, the same arithmetic as ToTensor() then Normalize()."""
+    mean = torch.tensor(p.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(p.std, dtype=torch.float32).view(1, 3, 1, 1)
+    out = x.to(torch.float32).div_(255).sub_(mean).div_(std)
+    return out if dtype == torch.float32 else out.to(dtype)

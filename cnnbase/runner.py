@@ -1,0 +1,590 @@
+"""The only module that wires the stages together: dataset → backbone → store → head → metric → record.
+
+Every function here is also the Python API (re-exported by :mod:`cnnbase`); the CLI only parses options and calls
+these. Precedence for each setting: explicit argument (CLI option) > protocol card > ``datasets.yaml`` > default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backbones import LoadedBackbone, load_backbone
+from .config import default_store
+from .datasets import ImageSet, dataset_config, open_dataset
+from .datasets.base import retrieval_from_labels
+from .errors import ConfigError, StoreError
+from .features.extract import ModelRunner, Tap, default_workers, run_extraction
+from .features.store import FeatureStore, Features, StoreEntry, canonical_json, key_of
+from .features.views import JitterSpec
+
+DEFAULT_METRIC = {"classification": "accuracy", "multilabel": "voc07_map", "attributes": "mean_auc", "retrieval": "oxford_map"}
+STORAGE_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """Everything about feature extraction that changes the numbers, plus how to run it.
+
+    The first group enters the store key; ``batch_size``, ``workers``, ``shard_size`` and ``on_bad_image`` do not.
+    """
+
+    weights: str | None = None
+    seed: int = 0
+    preprocess: str | None = None  # override, e.g. "square:221"
+    jitter: str = "none"
+    pool: str = "none"
+    precision: str = "fp32"
+    dtype: str = "float32"
+    compile: bool = False
+    batch_size: int = 32
+    workers: int | None = None
+    shard_size: int = 1024
+    on_bad_image: str = "fail"
+    channels_last: bool = True
+
+
+@dataclass
+class Context:
+    """What a run shares across stages: the store, the results file, a progress display, loaded models."""
+
+    store: FeatureStore = field(default_factory=lambda: FeatureStore(default_store()))
+    results: Path | None = None
+    progress: bool = True
+    datasets_file: str | None = None
+    root: str | None = None
+    _backbones: dict[tuple, LoadedBackbone] = field(default_factory=dict)
+
+    def backbone(self, name: str, opts: FeatureOptions) -> LoadedBackbone:
+        k = (name, opts.weights, opts.seed)
+        if k not in self._backbones:
+            self._backbones[k] = load_backbone(name, opts.weights, seed=opts.seed)
+        return self._backbones[k]
+
+    def dataset(self, dataset: str | ImageSet) -> ImageSet:
+        if isinstance(dataset, ImageSet):
+            return dataset
+        return _open_cached(str(dataset), self.root, self.datasets_file)
+
+
+@lru_cache(maxsize=16)
+def _open_cached(name: str, root: str | None, datasets_file: str | None) -> ImageSet:
+    return open_dataset(name, root=root, datasets=datasets_file)
+
+
+def _ctx(ctx: Context | None, store: str | os.PathLike[str] | None = None) -> Context:
+    c = ctx or Context()
+    if store is not None:
+        c.store = FeatureStore(store)
+    return c
+
+
+def default_splits(ds: ImageSet) -> list[str]:
+    """The splits a protocol uses: the configured train/test splits, else every split but ``all``."""
+    cfg = dataset_config(ds.name) if ds.name else None
+    if ds.task == "retrieval":
+        return [s for s in ("query", "database") if s in ds.splits]
+    if cfg and cfg.train_split and cfg.test_split:
+        return [cfg.train_split, cfg.test_split]
+    splits = [s for s in ds.splits if s != "all"]
+    return splits or list(ds.splits)
+
+
+def train_test_splits(ds: ImageSet, train: str | None, test: str | None) -> tuple[str, str]:
+    cfg = dataset_config(ds.name) if ds.name else None
+    tr = train or (cfg.train_split if cfg and cfg.train_split else None) or next((s for s in ("trainval", "train") if s in ds.splits), None)
+    te = test or (cfg.test_split if cfg and cfg.test_split else None) or ("test" if "test" in ds.splits else None)
+    if not tr or not te:
+        raise ConfigError(f"dataset {ds.name!r} has splits {', '.join(ds.splits)}; pass --train-split and --test-split")
+    return tr, te
+
+
+# -- extraction -------------------------------------------------------------------------------------------------
+def feature_fields(bb: LoadedBackbone, layer: str, ds: ImageSet, split: str, opts: FeatureOptions) -> dict[str, Any]:
+    """The store-key fields of one (backbone, layer, dataset, split) under ``opts``."""
+    tap = bb.resolve_layer(layer)
+    return {
+        "backbone": bb.name,
+        "weights": bb.weights_id,
+        "layer": tap.name,
+        "node": tap.node,
+        "preprocess": bb.preprocess.override(opts.preprocess).to_dict(),
+        "jitter": JitterSpec.parse(opts.jitter).to_dict(),
+        "pool": opts.pool,
+        "precision": opts.precision,
+        "dtype": opts.dtype,
+        "dataset": ds.name,
+        "split": split,
+        "samples": ds.split_hash(split),
+    }
+
+
+def extract(
+    model: str,
+    dataset: str | ImageSet,
+    *,
+    layers: Sequence[str] | str | None = None,
+    splits: Sequence[str] | None = None,
+    opts: FeatureOptions | None = None,
+    store: str | os.PathLike[str] | None = None,
+    ctx: Context | None = None,
+) -> list[StoreEntry]:
+    """Extract features of ``model`` at ``layers`` for ``splits`` of ``dataset`` into the store (resumable).
+
+    A layer whose entry is already complete costs nothing; several layers share one forward pass.
+
+    Example:
+        >>> entries = extract("alexnet", "voc2007", layers="fc6,fc7", opts=FeatureOptions(jitter="razavian"))  # doctest: +SKIP
+    """
+    c = _ctx(ctx, store)
+    o = opts or FeatureOptions()
+    if o.dtype not in STORAGE_DTYPES:
+        raise ConfigError(f"unknown --dtype {o.dtype!r}; choose {', '.join(STORAGE_DTYPES)}")
+    if o.on_bad_image not in ("fail", "skip"):
+        raise ConfigError(f"unknown --on-bad-image {o.on_bad_image!r}; choose fail or skip")
+    ds = c.dataset(dataset)
+    bb = c.backbone(model, o)
+    names = _layer_list(layers, bb)
+    bb_pre = bb.preprocess.override(o.preprocess)
+    entries: list[StoreEntry] = []
+    for split in splits or default_splits(ds):
+        samples = ds.samples(split)
+        split_entries = {n: c.store.entry(feature_fields(bb, n, ds, split, o)) for n in names}
+        entries.extend(split_entries.values())
+        todo = {n: e for n, e in split_entries.items() if not e.complete}
+        if not todo:
+            continue
+        runner = ModelRunner(
+            _with_preprocess(bb, bb_pre),
+            {n: bb.resolve_layer(n).node for n in todo},
+            precision=o.precision,
+            pool=o.pool,
+            channels_last=o.channels_last,
+            compile=o.compile,
+        )
+        jitter = JitterSpec.parse(o.jitter)
+        workers = default_workers() if o.workers is None else o.workers
+        extra = {"views": jitter.views, "layer_doc": {n: bb.resolve_layer(n).doc for n in todo}}
+        with _locked(list(todo.values())):
+            todo = {n: e for n, e in todo.items() if not e.complete}  # another process may have finished it
+            if not todo:
+                continue
+            for e in todo.values():
+                e.begin([s.id for s in samples], o.shard_size, {"views": jitter.views})
+            taps = [Tap(n, bb.resolve_layer(n).node, e) for n, e in todo.items()]
+            with _progress(c.progress, f"{bb.name} {','.join(todo)} · {ds.name}/{split}", len(samples)) as prog:
+                run_extraction(
+                    runner,
+                    samples,
+                    taps,
+                    jitter=jitter,
+                    shard_size=o.shard_size,
+                    batch_size=o.batch_size,
+                    workers=workers,
+                    storage_dtype=np.dtype(o.dtype),
+                    on_bad_image=o.on_bad_image,
+                    progress=prog,
+                )
+            n_shards = max(1, (len(samples) + o.shard_size - 1) // o.shard_size)
+            for n, e in todo.items():
+                e.finalize(n_shards, {**extra, "layer_doc": extra["layer_doc"][n], "versions": _versions()})
+                skipped = e.manifest().get("skipped", [])  # type: ignore[union-attr]
+                if skipped:
+                    from .cli._console import err_console
+
+                    err_console.print(
+                        f"[yellow]warning[/]: {len(skipped)} bad image(s) skipped in {ds.name}/{split} "
+                        f"(listed in {e.manifest_path})"
+                    )
+    return entries
+
+
+def _layer_list(layers: Sequence[str] | str | None, bb: LoadedBackbone) -> list[str]:
+    if layers is None:
+        return [bb.spec.default_layer]
+    items = layers.split(",") if isinstance(layers, str) else list(layers)
+    names = [bb.resolve_layer(x.strip()).name for x in items if x.strip()]
+    return list(dict.fromkeys(names))
+
+
+def _with_preprocess(bb: LoadedBackbone, pre: Any) -> LoadedBackbone:
+    if pre == bb.preprocess:
+        return bb
+    return LoadedBackbone(spec=bb.spec, model=bb.model, weights_id=bb.weights_id, preprocess=pre)
+
+
+class _locked:
+    def __init__(self, entries: list[StoreEntry]) -> None:
+        self.entries, self.stack = sorted(entries, key=lambda e: str(e.path)), None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        import contextlib
+
+        self.stack = contextlib.ExitStack()
+        for e in self.entries:
+            self.stack.enter_context(e.lock())
+        return self
+
+    def __exit__(self, *exc):  # type: ignore[no-untyped-def]
+        return self.stack.__exit__(*exc)  # type: ignore[union-attr]
+
+
+def _progress(enabled: bool, description: str, total: int):  # type: ignore[no-untyped-def]
+    from .cli._progress import ImageProgress
+
+    return ImageProgress(description, total, enabled=enabled)
+
+
+def _versions() -> dict[str, str]:
+    from .results.records import versions
+
+    return versions()
+
+
+def load_features(
+    model: str,
+    dataset: str | ImageSet,
+    *,
+    split: str,
+    layer: str | None = None,
+    opts: FeatureOptions | None = None,
+    store: str | os.PathLike[str] | None = None,
+    ctx: Context | None = None,
+    extract_missing: bool = True,
+) -> Features:
+    """The stored features of one split (extracting them first unless ``extract_missing`` is False).
+
+    Example:
+        >>> f = load_features("alexnet", "voc2007", split="test", layer="fc6")  # doctest: +SKIP
+        >>> f.array.shape, len(f.ids)  # doctest: +SKIP
+        ((4952, 4096), 4952)
+    """
+    c = _ctx(ctx, store)
+    o = opts or FeatureOptions()
+    ds = c.dataset(dataset)
+    bb = c.backbone(model, o)
+    entry = c.store.entry(feature_fields(bb, layer or bb.spec.default_layer, ds, split, o))
+    if not entry.complete:
+        if not extract_missing:
+            raise StoreError(f"no features for {model} {layer} on {ds.name}/{split}; run `cnnbase extract` first")
+        extract(model, ds, layers=[layer or bb.spec.default_layer], splits=[split], opts=o, ctx=c)
+    return entry.load()
+
+
+# -- normalisation --------------------------------------------------------------------------------------------
+NORMALIZATIONS = ("l2", "none", "l2+power2")
+
+
+def normalize(x: np.ndarray, how: str = "l2") -> np.ndarray:
+    """Per-vector normalisation applied at evaluation time (raw activations stay in the store).
+
+    ``l2``: unit length (Razavian: "every feature is L2-normalised"); ``l2+power2``: L2, then the signed
+    power sign(x)|x|² of the paper's CNNaug setting, then L2 again; ``none``: raw.
+    """
+    from .heads.retrieval import l2_normalize, signed_power
+
+    x = np.asarray(x, dtype=np.float32)
+    if how == "none":
+        return x
+    if how == "l2":
+        return l2_normalize(x)
+    if how == "l2+power2":
+        return l2_normalize(signed_power(l2_normalize(x), 2.0))
+    raise ConfigError(f"unknown normalisation {how!r}; choose {', '.join(NORMALIZATIONS)}")
+
+
+# -- SVMs -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SVMOptions:
+    """The linear-SVM head: one-vs-rest (or one-vs-one) with C by k-fold cross-validation over a grid."""
+
+    mode: str = "ovr"
+    C: tuple[float, ...] | float = (0.01, 0.1, 1.0, 10.0, 100.0)
+    cv_folds: int = 3
+    loss: str = "squared_hinge"
+    solver: str = "auto"
+    difficult: str = "negative"
+    normalization: str = "l2"
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["C"] = list(self.C) if isinstance(self.C, tuple) else self.C
+        return d
+
+
+@dataclass
+class TrainedHead:
+    """A fitted SVM head with the key and file it is saved under."""
+
+    head: Any
+    key: str
+    path: Path
+    feature_key: str
+    reused: bool
+
+
+def _flatten_views(f: Features, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, sample index per row) of the valid samples, every view a row, normalised per view."""
+    arr = np.asarray(f.array, dtype=np.float32)
+    views = 1 if arr.ndim == 2 else arr.shape[1]
+    idx = np.flatnonzero(f.valid)
+    x = arr[idx].reshape(len(idx) * views, -1)
+    return normalize(x, how), np.repeat(idx, views)
+
+
+def train_svm(
+    model: str,
+    dataset: str | ImageSet,
+    *,
+    layer: str | None = None,
+    train_split: str | None = None,
+    opts: FeatureOptions | None = None,
+    svm: SVMOptions | None = None,
+    store: str | os.PathLike[str] | None = None,
+    ctx: Context | None = None,
+) -> TrainedHead:
+    """Fit (or reload) linear SVMs on the training split's features; saved next to the features.
+
+    The head's key covers the training features' key, the labels and every SVM option, so a rerun with nothing
+    changed reloads the saved head instead of retraining.
+    """
+    from .heads.svm import LinearSVMHead
+
+    c = _ctx(ctx, store)
+    o, s = opts or FeatureOptions(), svm or SVMOptions()
+    ds = c.dataset(dataset)
+    if ds.task == "retrieval":
+        raise ConfigError(f"{ds.name} is a retrieval dataset; use `cnnbase evaluate --task retrieval`")
+    tr, _ = train_test_splits(ds, train_split, "test" if "test" in ds.splits else train_split)
+    f = load_features(model, ds, split=tr, layer=layer, opts=o, ctx=c)
+    y_all = ds.labels[tr]
+    key = key_of({"features": f.key, "labels": hashlib.sha256(np.ascontiguousarray(y_all).tobytes()).hexdigest(), "svm": s.to_dict()})
+    entry_dir = Path(c.store.find(f.key).path)
+    path = entry_dir / f"svm-{key[:12]}.npz"
+    if path.is_file():
+        return TrainedHead(LinearSVMHead.load(path), key, path, f.key, reused=True)
+    x, rows = _flatten_views(f, s.normalization)
+    y = y_all[rows]
+    mode = s.mode
+    head = LinearSVMHead(
+        mode=mode,
+        C=s.C,
+        cv_folds=s.cv_folds,
+        loss=s.loss,
+        solver=s.solver,
+        difficult=s.difficult,
+        seed=s.seed,
+        scoring=_cv_scoring(ds),
+    )
+    head.fit(x, y, groups=rows)
+    head.save(path)
+    return TrainedHead(head, key, path, f.key, reused=False)
+
+
+def _cv_scoring(ds: ImageSet):  # type: ignore[no-untyped-def]
+    """CV selects C with the benchmark's own metric (VOC07 11-point AP for multilabel sets)."""
+    if ds.task in ("multilabel", "attributes"):
+        from .metrics import voc07_ap
+
+        return voc07_ap
+    return None
+
+
+# -- evaluation -----------------------------------------------------------------------------------------------
+def evaluate(
+    model: str,
+    dataset: str | ImageSet,
+    *,
+    task: str | None = None,
+    layer: str | None = None,
+    train_split: str | None = None,
+    test_split: str | None = None,
+    metric: str | None = None,
+    opts: FeatureOptions | None = None,
+    svm: SVMOptions | None = None,
+    normalization: str = "l2",
+    store: str | os.PathLike[str] | None = None,
+    results: str | os.PathLike[str] | None = None,
+    card: dict[str, Any] | None = None,
+    label: str = "",
+    ctx: Context | None = None,
+) -> dict[str, Any]:
+    """Score ``model``'s features on ``dataset`` with the benchmark's metric and append a record.
+
+    ``task`` defaults to the dataset's own (``classification``/``multilabel``/``attributes``: SVMs trained on the
+    training split, scored on the test split; ``retrieval``: L2 ranking of L2-normalised features). A labelled
+    set can also be evaluated as retrieval: test images query the training images, same class = positive.
+
+    Returns:
+        The record (also appended to ``results``, default ``results/records.jsonl``).
+    """
+    from .metrics import METRICS
+    from .results.records import append_record, new_record
+
+    c = _ctx(ctx, store)
+    o = opts or FeatureOptions()
+    ds = c.dataset(dataset)
+    task = task or ds.task
+    if task not in ("classification", "multilabel", "attributes", "retrieval"):
+        raise ConfigError(f"unknown --task {task!r}; choose classification, multilabel, retrieval")
+    cfg_metric = ds.meta.get("metric") if task == ds.task else None
+    metric = metric or cfg_metric or DEFAULT_METRIC[task]
+    spec = METRICS.get(metric)
+    bb = c.backbone(model, o)
+    layer = bb.resolve_layer(layer).name
+    if task == "retrieval":
+        body = _evaluate_retrieval(model, ds, layer, o, normalization, metric, c, test_split, train_split)
+    else:
+        if ds.task == "retrieval":
+            raise ConfigError(f"{ds.name} is a retrieval dataset; use --task retrieval")
+        if spec.kind not in ("classification", "multilabel"):
+            raise ConfigError(f"metric {metric} does not score {task}")
+        body = _evaluate_svm(model, ds, layer, o, svm or SVMOptions(normalization=normalization), metric, c, train_split, test_split)
+    rec = new_record(
+        dataset=ds.name,
+        task=task,
+        backbone=bb.name,
+        weights=bb.weights_id,
+        layer=layer,
+        node=bb.resolve_layer(layer).node,
+        preprocess=bb.preprocess.override(o.preprocess).to_dict(),
+        jitter=JitterSpec.parse(o.jitter).to_dict(),
+        precision=o.precision,
+        pool=o.pool,
+        metric=metric,
+        label=label,
+        card=card or {},
+        **body,
+    )
+    append_record(rec, results or c.results)
+    return rec
+
+
+def _per_class(values: np.ndarray | None, names: Sequence[str]) -> dict[str, float] | None:
+    if values is None:
+        return None
+    return {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, values)}
+
+
+def _evaluate_svm(model, ds, layer, o, s, metric, c, train_split, test_split):  # type: ignore[no-untyped-def]
+    from .metrics import compute
+
+    tr, te = train_test_splits(ds, train_split, test_split)
+    th = train_svm(model, ds, layer=layer, train_split=tr, opts=o, svm=s, ctx=c)
+    f = load_features(model, ds, split=te, layer=layer, opts=o, ctx=c)
+    arr = np.asarray(f.array, dtype=np.float32)
+    views = 1 if arr.ndim == 2 else arr.shape[1]
+    idx = np.flatnonzero(f.valid)
+    x = normalize(arr[idx].reshape(len(idx) * views, -1), s.normalization)
+    dec = th.head.decision_function(x)
+    dec = dec.reshape(len(idx), views, -1).sum(axis=1)  # Razavian: sum the responses over an image's views
+    y = ds.labels[te][idx]
+    if ds.task == "classification":
+        pred = th.head.predict_from_decision(dec)
+        res = compute(metric, y_true=y, y_pred=pred, n_classes=len(ds.classes))
+    else:
+        res = compute(metric, scores=dec, labels=y)
+    n_train = len(ds.samples(tr))
+    return {
+        "split": te,
+        "train_split": tr,
+        "value": float(res.value),
+        "per_class": _per_class(res.per_item, ds.classes),
+        "extra": {k: float(v) for k, v in res.extra.items()},
+        "feature_keys": {"train": th.feature_key, "test": f.key},
+        "head": {
+            **s.to_dict(),
+            "key": th.key,
+            "file": str(th.path),
+            "C_per_class": _per_class(np.asarray(th.head.C_, dtype=float), _problem_names(th.head, ds.classes)),
+            "reused": th.reused,
+        },
+        "n_train": n_train,
+        "n_test": int(len(idx)),
+        "n_skipped": int((~f.valid).sum()) + _skipped_in(c, th.feature_key),
+        "views": views,
+    }
+
+
+def _problem_names(head: Any, classes: Sequence[str]) -> list[str]:
+    pairs = getattr(head, "pairs_", None)
+    if pairs is not None and len(pairs):
+        return [f"{classes[a]}|{classes[b]}" for a, b in pairs]
+    return list(classes)
+
+
+def _skipped_in(c: Context, key: str) -> int:
+    m = c.store.find(key).manifest() or {}
+    return len(m.get("skipped", []))
+
+
+def _evaluate_retrieval(model, ds, layer, o, how, metric, c, query_split, db_split):  # type: ignore[no-untyped-def]
+    from .heads.retrieval import rank
+    from .metrics import compute
+
+    if ds.task == "retrieval":
+        qs, dbs = query_split or "query", db_split or "database"
+        gnd = ds.queries
+    else:
+        dbs, qs = train_test_splits(ds, db_split, query_split)
+        gnd = retrieval_from_labels(ds, qs, dbs)
+    fq = load_features(model, ds, split=qs, layer=layer, opts=o, ctx=c)
+    fd = load_features(model, ds, split=dbs, layer=layer, opts=o, ctx=c)
+    q = _pooled_views(fq, how)
+    d = _pooled_views(fd, how)
+    # rank only among database images that have features; map back to dataset indices
+    d_idx = np.flatnonzero(fd.valid)
+    q_idx = np.flatnonzero(fq.valid)
+    ranks_local, _ = rank(q[q_idx], d[d_idx])
+    ranks = d_idx[ranks_local]
+    res = compute(metric, ranks=ranks, gnd=[gnd[i] for i in q_idx])
+    per_query = None
+    if res.per_item is not None:
+        names = [ds.samples(qs)[i].id for i in q_idx]
+        per_query = _per_class(res.per_item, names)
+    return {
+        "split": qs,
+        "database_split": dbs,
+        "value": float(res.value),
+        "per_query": per_query,
+        "extra": {k: float(v) for k, v in res.extra.items()},
+        "feature_keys": {"query": fq.key, "database": fd.key},
+        "head": {"type": "l2-ranking", "normalization": how, "views": "mean of normalised views, renormalised"},
+        "n_queries": int(len(q_idx)),
+        "n_database": int(len(d_idx)),
+        "n_skipped": int((~fq.valid).sum() + (~fd.valid).sum()),
+    }
+
+
+def _pooled_views(f: Features, how: str) -> np.ndarray:
+    """One vector per image: normalised view vectors averaged, then normalised again (a single view: as is)."""
+    arr = np.asarray(f.array, dtype=np.float32)
+    if arr.ndim == 2:
+        return normalize(np.nan_to_num(arr), how)
+    n, v, d = arr.shape
+    x = normalize(np.nan_to_num(arr.reshape(n * v, d)), how).reshape(n, v, d).mean(axis=1)
+    return normalize(x, "l2" if how != "none" else "none")
+
+
+def card_hash(card: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(card).encode()).hexdigest()[:12]
+
+
+__all__ = [
+    "Context",
+    "FeatureOptions",
+    "SVMOptions",
+    "evaluate",
+    "extract",
+    "load_features",
+    "normalize",
+    "train_svm",
+]

@@ -1,0 +1,57 @@
+"""Shared fixtures: an isolated cnnbase home, small generated image sets, one controllable seed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's cache, results or torch hub from a test."""
+    home = tmp_path_factory.mktemp("cnnbase_home")
+    monkeypatch.setenv("CNNBASE_HOME", str(home))
+    monkeypatch.setenv("CNNBASE_DATA", str(home / "data"))
+    monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
+    monkeypatch.delenv("CNNBASE_DATASETS", raising=False)
+
+
+@pytest.fixture
+def seed() -> int:
+    """One controllable seed: CNNBASE_TEST_SEED overrides it (printed on failure by pytest's -ra summary)."""
+    return int(os.environ.get("CNNBASE_TEST_SEED", "0"))
+
+
+def write_images(root: Path, classes: dict[str, int], *, size: int = 40, seed: int = 0, split: str | None = None) -> list[Path]:
+    """Write ``n`` random JPEGs per class under ``root[/split]/<class>/``; class c has mean brightness ~ c."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, (cls, n) in enumerate(classes.items()):
+        d = root / split / cls if split else root / cls
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            arr = rng.integers(0, 256, size=(size, size + 8, 3), dtype=np.uint8)
+            p = d / f"img {i:02d}.jpg"  # a space in every name
+            Image.fromarray(arr).save(p, quality=90)
+            out.append(p)
+    return out
+
+
+@pytest.fixture
+def texture_set(tmp_path: Path) -> Path:
+    """The demo's texture classes, small: 4 classes × (8 train + 4 test) 48-px images."""
+    from cnnbase.demo_data import make_texture_dataset
+
+    return make_texture_dataset(tmp_path / "textures", per_class=12, test_per_class=4, size=48)
+
+
+@pytest.fixture
+def random_folder(tmp_path: Path) -> Path:
+    """root/<class>/* with 3 classes × 5 random images (no split folders)."""
+    root = tmp_path / "folder"
+    write_images(root, {"a": 5, "b": 5, "c": 5})
+    return root
