@@ -18,6 +18,7 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("CNNBASE_DATA", str(home / "data"))
     monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
     monkeypatch.delenv("CNNBASE_DATASETS", raising=False)
+    monkeypatch.setenv("COLUMNS", "250")  # Rich tables unwrapped, so tests can search their text
 
 
 @pytest.fixture

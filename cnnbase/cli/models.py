@@ -48,12 +48,12 @@ def layers(
     from torchvision.models.feature_extraction import create_feature_extractor
 
     size = bb.preprocess.crop
-    gm = create_feature_extractor(bb.model, return_nodes={t.node: a for a, t in taps.items()}).eval()
+    gm = create_feature_extractor(bb.model, return_nodes={t.node: t.node for t in taps.values()}).eval()
     with torch.inference_mode():
         out = gm(torch.zeros(1, 3, size, size))
     t = Table("alias", "graph node", "output shape", "dim", "what it is", header_style="bold", title=f"{model} ({size}×{size} input)")
     for alias, tap in taps.items():
-        shape = tuple(out[alias].shape[1:])
+        shape = tuple(out[tap.node].shape[1:])
         dim = 1
         for s in shape:
             dim *= s
