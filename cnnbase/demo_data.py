@@ -1,6 +1,6 @@
 """A small generated image set for `cnnbase demo` and the tests: four texture classes whose colours are random.
 
-Classes: horizontal stripes, vertical stripes, checkerboard, rings. Every image draws its two colours, stripe
+Classes: horizontal stripes, vertical stripes, checkerboard, rings. Every image draws a random colour and uses it with its complement (so every image has the same mean colour), and draws its stripe
 period, phase and noise at random, independently of its class, so the mean colour says nothing about the class
 (:func:`mean_colour_baseline` checks it) while the spatial structure does.
 """
@@ -29,7 +29,8 @@ def texture(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
     else:
         cx, cy = rng.uniform(0.3, 0.7, size=2) * size
         m = np.sin(2 * np.pi * np.hypot(xx - cx, yy - cy) / period + phase)
-    a, b = rng.uniform(0, 255, size=(2, 3))
+    a = rng.uniform(0, 255, size=3)
+    b = 255.0 - a  # complementary colours: every image has the same mean colour, whatever its class
     t = (m > 0).astype(np.float32)[..., None]
     img = a * t + b * (1 - t) + rng.normal(0, 20, size=(size, size, 3))
     return np.clip(img, 0, 255).astype(np.uint8)

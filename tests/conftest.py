@@ -44,10 +44,10 @@ def write_images(root: Path, classes: dict[str, int], *, size: int = 40, seed: i
 
 @pytest.fixture
 def texture_set(tmp_path: Path) -> Path:
-    """The demo's texture classes, small: 4 classes × (8 train + 4 test) 48-px images."""
+    """The demo's texture classes, small: 4 classes × (12 train + 4 test) 96-px images."""
     from cnnbase.demo_data import make_texture_dataset
 
-    return make_texture_dataset(tmp_path / "textures", per_class=12, test_per_class=4, size=48)
+    return make_texture_dataset(tmp_path / "textures", per_class=16, test_per_class=4, size=96)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from ._console import console, err_console
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Working folder (default: $CNNBASE_HOME/demo)."),
     model: str = typer.Option("alexnet", "--model", help="Backbone to demo."),
+    per_class: int = typer.Option(40, "--per-class", help="Generated images per class (a quarter of them for testing)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Run extract → train-svm → evaluate (classification and retrieval) → leaderboard on a generated image set.
@@ -30,7 +31,7 @@ def demo(
     from .extract import make_context
 
     work = out or cnnbase_home() / "demo"
-    data = make_texture_dataset(work / "textures")
+    data = make_texture_dataset(work / "textures", per_class=per_class, test_per_class=max(1, per_class // 4))
     spec = BACKBONES.get(model)
     weights = "random"
     if spec.weights_enum is not None:
@@ -48,7 +49,7 @@ def demo(
         results.unlink()
     ctx = make_context(work / "store", None, None, progress, results)
     opts = FeatureOptions(weights=weights)
-    svm = SVMOptions(C=(0.01, 0.1, 1.0, 10.0), cv_folds=3)
+    svm = SVMOptions()
     console.print(f"data: {data} (4 texture classes, colours random; mean-colour baseline accuracy "
                   f"{100 * mean_colour_baseline(data):.0f}%, chance 25%)")
     layers = ["fc6", "fc7"] if "fc7" in _aliases(model) else [None]
