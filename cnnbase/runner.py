@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from .config import default_store
 from .datasets import ImageSet, dataset_config, open_dataset
 from .datasets.base import retrieval_from_labels
 from .errors import ConfigError, StoreError
-from .features.extract import ModelRunner, Tap, default_workers, run_extraction
+from .features.extract import PRECISIONS, ModelRunner, Tap, default_workers, run_extraction
 from .features.store import FeatureStore, Features, StoreEntry, canonical_json, key_of
 from .features.views import JitterSpec
 
@@ -41,9 +41,9 @@ class FeatureOptions:
     preprocess: str | None = None  # override, e.g. "square:221"
     jitter: str = "none"
     pool: str = "none"
-    precision: str = "fp32"
+    precision: str = "auto"  # auto: the fast path where a probe on the run's own images shows it faithful
     dtype: str = "float32"
-    compile: bool = False
+    compile: bool | None = None  # None: compile when the run is long enough to repay it
     batch_size: int = 32
     workers: int | None = None
     shard_size: int = 1024
@@ -108,7 +108,9 @@ def train_test_splits(ds: ImageSet, train: str | None, test: str | None) -> tupl
 
 # -- extraction -------------------------------------------------------------------------------------------------
 def feature_fields(bb: LoadedBackbone, layer: str, ds: ImageSet, split: str, opts: FeatureOptions) -> dict[str, Any]:
-    """The store-key fields of one (backbone, layer, dataset, split) under ``opts``."""
+    """The store-key fields of one (backbone, layer, dataset, split) under ``opts`` (precision already resolved)."""
+    if opts.precision == "auto":
+        raise ValueError("resolve precision='auto' before computing a store key")
     tap = bb.resolve_layer(layer)
     return {
         "backbone": bb.name,
@@ -156,54 +158,186 @@ def extract(
     entries: list[StoreEntry] = []
     for split in splits or default_splits(ds):
         samples = ds.samples(split)
-        split_entries = {n: c.store.entry(feature_fields(bb, n, ds, split, o)) for n in names}
+        precisions = resolve_precision(c, bb, ds, split, names, o)
+        split_entries = {n: c.store.entry(feature_fields(bb, n, ds, split, replace(o, precision=precisions[n][0]))) for n in names}
         entries.extend(split_entries.values())
         todo = {n: e for n, e in split_entries.items() if not e.complete}
         if not todo:
             continue
-        runner = ModelRunner(
-            _with_preprocess(bb, bb_pre),
-            {n: bb.resolve_layer(n).node for n in todo},
-            precision=o.precision,
-            pool=o.pool,
-            channels_last=o.channels_last,
-            compile=o.compile,
-        )
         jitter = JitterSpec.parse(o.jitter)
         workers = default_workers() if o.workers is None else o.workers
-        extra = {"views": jitter.views, "layer_doc": {n: bb.resolve_layer(n).doc for n in todo}}
+        compile_ = resolve_compile(o, len(samples) * jitter.views)
         with _locked(list(todo.values())):
             todo = {n: e for n, e in todo.items() if not e.complete}  # another process may have finished it
-            if not todo:
-                continue
-            for e in todo.values():
-                e.begin([s.id for s in samples], o.shard_size, {"views": jitter.views})
-            taps = [Tap(n, bb.resolve_layer(n).node, e) for n, e in todo.items()]
-            with _progress(c.progress, f"{bb.name} {','.join(todo)} · {ds.name}/{split}", len(samples)) as prog:
-                run_extraction(
-                    runner,
-                    samples,
-                    taps,
-                    jitter=jitter,
-                    shard_size=o.shard_size,
-                    batch_size=o.batch_size,
-                    workers=workers,
-                    storage_dtype=np.dtype(o.dtype),
-                    on_bad_image=o.on_bad_image,
-                    progress=prog,
-                )
-            n_shards = max(1, (len(samples) + o.shard_size - 1) // o.shard_size)
-            for n, e in todo.items():
-                e.finalize(n_shards, {**extra, "layer_doc": extra["layer_doc"][n], "versions": _versions()})
-                skipped = e.manifest().get("skipped", [])  # type: ignore[union-attr]
-                if skipped:
-                    from .cli._console import err_console
-
-                    err_console.print(
-                        f"[yellow]warning[/]: {len(skipped)} bad image(s) skipped in {ds.name}/{split} "
-                        f"(listed in {e.manifest_path})"
-                    )
+            for precision in sorted({precisions[n][0] for n in todo}):
+                group = {n: e for n, e in todo.items() if precisions[n][0] == precision}
+                if group:
+                    _extract_group(c, bb, bb_pre, ds, split, samples, group, precisions, o, jitter, workers, compile_, precision)
     return entries
+
+
+def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitter, workers, compile_, precision):  # type: ignore[no-untyped-def]
+    """One forward pass per batch for every layer of ``todo`` (all at the same precision)."""
+    runner = ModelRunner(
+        _with_preprocess(bb, bb_pre),
+        {n: bb.resolve_layer(n).node for n in todo},
+        precision=precision,
+        pool=o.pool,
+        channels_last=o.channels_last,
+        compile=compile_,
+    )
+    for e in todo.values():
+        e.begin([s.id for s in samples], o.shard_size, {"views": jitter.views})
+    taps = [Tap(n, bb.resolve_layer(n).node, e) for n, e in todo.items()]
+    with _progress(c.progress, f"{bb.name} {','.join(todo)} · {ds.name}/{split} · {precision}", len(samples)) as prog:
+        run_extraction(
+            runner,
+            samples,
+            taps,
+            jitter=jitter,
+            shard_size=o.shard_size,
+            batch_size=o.batch_size,
+            workers=workers,
+            storage_dtype=np.dtype(o.dtype),
+            on_bad_image=o.on_bad_image,
+            progress=prog,
+        )
+    n_shards = max(1, (len(samples) + o.shard_size - 1) // o.shard_size)
+    import torch
+
+    for n, e in todo.items():
+        run = {
+            "precision": precision,
+            "requested_precision": o.precision,
+            "probe": precisions[n][1],
+            "compile": bool(runner.compiled),
+            "threads": torch.get_num_threads(),
+            "workers": workers,
+            "batch_size": o.batch_size,
+            "images_per_s": round(prog.rate, 2),
+        }
+        e.finalize(n_shards, {"views": jitter.views, "layer_doc": bb.resolve_layer(n).doc, "run": run, "versions": _versions()})
+        skipped = e.manifest().get("skipped", [])  # type: ignore[union-attr]
+        if skipped:
+            from .cli._console import err_console
+
+            err_console.print(
+                f"[yellow]warning[/]: {len(skipped)} bad image(s) skipped in {ds.name}/{split} (listed in {e.manifest_path})"
+            )
+
+
+COMPILE_MIN_IMAGES = 1000  # below this, compiling (2-15 s) costs more than it saves on CPU (PERF.md)
+
+
+def resolve_compile(o: FeatureOptions, n_images: int) -> bool:
+    """``--compile`` as given, else compile when there are enough images to repay the compile time."""
+    if o.compile is not None:
+        return bool(o.compile)
+    return n_images >= COMPILE_MIN_IMAGES
+
+
+def resolve_precision(
+    c: Context, bb: LoadedBackbone, ds: ImageSet, split: str, layers: Sequence[str], o: FeatureOptions
+) -> dict[str, tuple[str, dict[str, Any] | None]]:
+    """Per layer: the precision to use and the probe's figures (None when no probe ran).
+
+    ``auto`` compares the fast path (bf16 where the hardware has it) with fp32 on up to 64 of the run's own images
+    and keeps it only if every figure passes :data:`PROBE_THRESHOLDS`; otherwise fp32, said in one line. Probe
+    results are cached in the store (``_probes/``), so a rerun decides the same way without recomputing.
+    """
+    from .features.extract import PROBE_THRESHOLDS, fast_precision
+
+    if o.precision != "auto":
+        if o.precision not in PRECISIONS:
+            raise ConfigError(f"unknown --precision {o.precision!r}; choose auto, {', '.join(PRECISIONS)}")
+        return {n: (o.precision, None) for n in layers}
+    fast = fast_precision("cpu")
+    if fast == "fp32":
+        return {n: ("fp32", {"verdict": "no native bf16 on this device"}) for n in layers}
+    out: dict[str, tuple[str, dict[str, Any] | None]] = {}
+    pending = []
+    for n in layers:
+        cached = _probe_cache(c, bb, ds, split, n, o, fast)
+        if cached.is_file():
+            fig = _json_load(cached)
+            out[n] = (fig["chosen"], fig)
+        else:
+            pending.append(n)
+    if pending:
+        figs = _run_probe(bb, bb.preprocess.override(o.preprocess), ds.samples(split), pending, o, fast)
+        for n, fig in figs.items():
+            from .features.store import atomic_write_bytes
+
+            p = _probe_cache(c, bb, ds, split, n, o, fast)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(p, _json_dumps(fig).encode())
+            out[n] = (fig["chosen"], fig)
+            if fig["chosen"] != fast:
+                from .cli._console import err_console
+
+                err_console.print(
+                    f"[yellow]precision[/]: {fast} features of {bb.name} {n} differ from fp32 on this run's images "
+                    f"(min cosine {fig['min_cosine']:.4f}, 10-NN overlap {fig['knn10_overlap']:.2f}, top-1 kept "
+                    f"{fig['top1_agreement']:.2f}; need {PROBE_THRESHOLDS}); using fp32"
+                )
+    return out
+
+
+def _probe_cache(c: Context, bb: LoadedBackbone, ds: ImageSet, split: str, layer: str, o: FeatureOptions, fast: str) -> Path:
+    from .features.extract import PROBE_IMAGES, PROBE_THRESHOLDS
+
+    key = key_of({
+        "backbone": bb.name, "weights": bb.weights_id, "node": bb.resolve_layer(layer).node,
+        "preprocess": bb.preprocess.override(o.preprocess).to_dict(), "pool": o.pool, "fast": fast,
+        "dataset": ds.name, "split": split, "samples": ds.split_hash(split),
+        "images": PROBE_IMAGES, "thresholds": PROBE_THRESHOLDS,
+    })
+    return c.store.root / "_probes" / f"{bb.name}-{layer}-{key[:16]}.json"
+
+
+def _run_probe(bb, pre, samples, layers, o, fast):  # type: ignore[no-untyped-def]
+    """fp32 and the fast path on the same sample of images; figures per layer."""
+    import torch
+
+    from .features.extract import _ViewsDataset, fidelity, passes, probe_sample
+
+    idx = probe_sample(len(samples))
+    dset = _ViewsDataset(samples, pre, JitterSpec.parse("none"))
+    views = [dset[i][1] for i in idx]
+    x = torch.cat([v for v in views if not isinstance(v, str)]) if any(not isinstance(v, str) for v in views) else None
+    nodes = {n: bb.resolve_layer(n).node for n in layers}
+    if x is None:
+        return {n: {"verdict": "no readable image to probe", "chosen": "fp32"} for n in layers}
+    b = _with_preprocess(bb, pre)
+    ref = {k: [] for k in layers}
+    fst = {k: [] for k in layers}
+    r32 = ModelRunner(b, nodes, precision="fp32", pool=o.pool, channels_last=o.channels_last)
+    rf = ModelRunner(b, nodes, precision=fast, pool=o.pool, channels_last=o.channels_last)
+    for start in range(0, len(x), o.batch_size):
+        chunk = x[start:start + o.batch_size]
+        for store_, runner_ in ((ref, r32), (fst, rf)):
+            out = runner_(chunk)
+            for k in layers:
+                store_[k].append(out[k])
+    figs = {}
+    for n in layers:
+        fig = fidelity(np.concatenate(ref[n]), np.concatenate(fst[n]))
+        ok = passes(fig)
+        fig.update(candidate=fast, chosen=fast if ok else "fp32", verdict="pass" if ok else "fail")
+        figs[n] = fig
+    return figs
+
+
+def _json_load(p: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(p.read_text())
+
+
+def _json_dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=1)
 
 
 def _layer_list(layers: Sequence[str] | str | None, bb: LoadedBackbone) -> list[str]:
@@ -270,11 +404,13 @@ def load_features(
     o = opts or FeatureOptions()
     ds = c.dataset(dataset)
     bb = c.backbone(model, o)
-    entry = c.store.entry(feature_fields(bb, layer or bb.spec.default_layer, ds, split, o))
+    name = bb.resolve_layer(layer).name
+    precision = resolve_precision(c, bb, ds, split, [name], o)[name][0]
+    entry = c.store.entry(feature_fields(bb, name, ds, split, replace(o, precision=precision)))
     if not entry.complete:
         if not extract_missing:
             raise StoreError(f"no features for {model} {layer} on {ds.name}/{split}; run `cnnbase extract` first")
-        extract(model, ds, layers=[layer or bb.spec.default_layer], splits=[split], opts=o, ctx=c)
+        extract(model, ds, layers=[name], splits=[split], opts=o, ctx=c)
     return entry.load()
 
 
@@ -457,7 +593,8 @@ def evaluate(
         node=bb.resolve_layer(layer).node,
         preprocess=bb.preprocess.override(o.preprocess).to_dict(),
         jitter=JitterSpec.parse(o.jitter).to_dict(),
-        precision=o.precision,
+        precision=body.pop("precision"),
+        extraction=body.pop("extraction"),
         pool=o.pool,
         metric=metric,
         label=label,
@@ -507,6 +644,8 @@ def _evaluate_svm(model, ds, layer, o, s, metric, c, train_split, test_split):  
             "C_per_class": _per_class(np.asarray(th.head.C_, dtype=float), _problem_names(th.head, ds.classes)),
             "reused": th.reused,
         },
+        "precision": f.manifest["fields"]["precision"],
+        "extraction": f.manifest.get("run"),
         "n_train": n_train,
         "n_test": int(len(idx)),
         "n_skipped": int((~f.valid).sum()) + _skipped_in(c, th.feature_key),
@@ -558,6 +697,8 @@ def _evaluate_retrieval(model, ds, layer, o, how, metric, c, query_split, db_spl
         "extra": {k: float(v) for k, v in res.extra.items()},
         "feature_keys": {"query": fq.key, "database": fd.key},
         "head": {"type": "l2-ranking", "normalization": how, "views": "mean of normalised views, renormalised"},
+        "precision": fq.manifest["fields"]["precision"],
+        "extraction": fq.manifest.get("run"),
         "n_queries": int(len(q_idx)),
         "n_database": int(len(d_idx)),
         "n_skipped": int((~fq.valid).sum() + (~fd.valid).sum()),

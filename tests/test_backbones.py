@@ -114,7 +114,7 @@ def test_store_features_equal_direct_forward(tmp_path: Path, random_folder: Path
     from cnnbase.runner import Context, FeatureOptions, extract, load_features
 
     ctx = Context(store=FeatureStore(tmp_path / "store"), progress=False)
-    opts = FeatureOptions(weights="random", workers=0, batch_size=4)
+    opts = FeatureOptions(weights="random", workers=0, batch_size=4, precision="fp32")
     extract("alexnet", str(random_folder), layers="fc6,conv5", splits=["all"], opts=opts, ctx=ctx)
     bb = load_backbone("alexnet", "random")
     tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),

@@ -42,11 +42,19 @@ PreprocessOpt = Annotated[
 ]
 JitterOpt = Annotated[str, typer.Option("--jitter", help="Views per image: none, flip, or razavian (16 views: crops, rotations, mirrors).")]
 PoolOpt = Annotated[str, typer.Option("--pool", help="For convolutional maps: none (flatten), avg or max (global pooling).")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 for the forward pass (recorded, part of the store key).")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="auto (default: bf16 where the hardware has it, kept only if a probe on the run's own images shows it faithful to fp32), fp32, bf16 or fp16. Recorded; part of the store key.",
+    ),
+]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Storage dtype of features: float32 or float16.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: half the cores).")]
-CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model (pays off on long runs).")]
+CompileOpt = Annotated[
+    Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: only for runs of 1,000+ images, where it repays its compile time).")
+]
 BadImageOpt = Annotated[
     str, typer.Option("--on-bad-image", help="fail (default: list every bad file and stop) or skip (record them and go on).")
 ]

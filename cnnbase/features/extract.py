@@ -7,6 +7,7 @@ checksum, so a killed run resumes where it stopped and ends with the same bytes 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,14 @@ from .store import StoreEntry
 from .views import JitterSpec, make_views, normalize_batch
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# The fast path is kept only when, on a sample of the run's own images, every tap of it agrees with fp32 this well.
+# Why these: a min cosine of 0.999 bounds the distance between the two unit vectors of any image by 0.045; a
+# 10-NN overlap of 0.95 and top-1 agreement of 0.95 mean the neighbourhoods a linear SVM or an L2 ranking sees are
+# essentially unchanged (measured: scripts/bench_precision.py; the calibrated ResNet-50 of PERF.md, whose bf16
+# features lose a third of their top-1 neighbours, is rejected by all three).
+PROBE_THRESHOLDS = {"min_cosine": 0.999, "knn10_overlap": 0.95, "top1_agreement": 0.95}
+PROBE_IMAGES = 64
 
 
 class _ViewsDataset(Dataset):
@@ -93,7 +102,10 @@ class ModelRunner:
             raise ConfigError(f"unknown pooling {pool!r}; choose none, avg or max")
         self.dtype, self.pool, self.device, self.preprocess = PRECISIONS[precision], pool, torch.device(device), bb.preprocess
         gm = create_feature_extractor(bb.model, return_nodes={node: name for name, node in nodes.items()})
-        gm.eval()  # create_feature_extractor copies may come back in training mode
+        if self.dtype != torch.float32 or self.device.type != "cpu":
+            # the extractor shares its parameters with bb.model: cast a copy, never the caller's model
+            gm = copy.deepcopy(gm)
+        gm.eval()  # create_feature_extractor and deepcopy can return modules in training mode (PERF.md)
         gm = gm.to(self.device)
         if self.dtype != torch.float32:
             gm = gm.to(self.dtype)  # casting the weights beats autocast on CPU (PERF.md)
@@ -101,7 +113,12 @@ class ModelRunner:
         if channels_last:
             gm = gm.to(memory_format=torch.channels_last)
         self.dims = self._probe_dims(gm, bb.preprocess.crop)
-        self.model = torch.compile(gm) if compile else gm
+        if compile:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True  # weights as constants: what made compiled CPU inference fast (PERF.md)
+            gm = torch.compile(gm, dynamic=False)
+        self.model = gm
         self.compiled = compile
 
     @torch.inference_mode()
@@ -111,16 +128,63 @@ class ModelRunner:
         return {name: (y.shape[1] if y.ndim == 4 and self.pool != "none" else int(np.prod(y.shape[1:]))) for name, y in out.items()}
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+    def __call__(self, x: torch.Tensor, *, pad_to: int | None = None) -> dict[str, np.ndarray]:
+        n = x.shape[0]
+        if pad_to and n < pad_to:  # a compiled model would recompile for a smaller last batch: pad it
+            x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:]))])
         x = normalize_batch(x.to(self.device, non_blocking=True), self.preprocess, self.dtype)
         x = x.contiguous(memory_format=self.memory_format)
         out = self.model(x)
         result = {}
         for name, y in out.items():
+            y = y[:n]
             if y.ndim == 4 and self.pool != "none":
                 y = y.float().amax(dim=(2, 3)) if self.pool == "max" else y.float().mean(dim=(2, 3))
             result[name] = y.reshape(y.shape[0], -1).float().cpu().numpy()
         return result
+
+
+def fast_precision(device: str = "cpu") -> str:
+    """The fastest precision worth probing on ``device``: bf16 where the hardware has it natively, else fp32."""
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    cpu = getattr(torch, "cpu", None)
+    native = cpu is not None and (getattr(cpu, "_is_amx_tile_supported", lambda: False)() or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
+    return "bf16" if native else "fp32"
+
+
+def probe_sample(n: int, k: int = PROBE_IMAGES) -> list[int]:
+    """Evenly spread sample indices (deterministic: the same run probes the same images)."""
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, num=min(n, k))}) if n else []
+
+
+def fidelity(ref: np.ndarray, fast: np.ndarray) -> dict[str, float]:
+    """How far ``fast`` features are from ``ref`` (rows = images): cosine, relative error, neighbour agreement."""
+    ref, fast = ref.astype(np.float64), fast.astype(np.float64)
+    nr, nf = np.linalg.norm(ref, axis=1), np.linalg.norm(fast, axis=1)
+    ok = (nr > 0) & (nf > 0)
+    cos = (ref * fast).sum(1)[ok] / (nr[ok] * nf[ok])
+    rel = np.linalg.norm(ref - fast, axis=1)[ok] / nr[ok]
+    out = {"images": int(len(ref)), "min_cosine": float(cos.min()) if len(cos) else 1.0, "median_rel_error": float(np.median(rel)) if len(rel) else 0.0}
+    n = len(ref)
+    if n >= 3:
+        def neighbours(x: np.ndarray) -> np.ndarray:
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            d = -(x @ x.T)
+            np.fill_diagonal(d, np.inf)
+            return np.argsort(d, axis=1, kind="stable")
+
+        k = min(10, n - 1)
+        a, b = neighbours(ref)[:, :k], neighbours(fast)[:, :k]
+        out["knn10_overlap"] = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b)]))
+        out["top1_agreement"] = float(np.mean(a[:, 0] == b[:, 0]))
+    else:
+        out["knn10_overlap"] = out["top1_agreement"] = 1.0
+    return out
+
+
+def passes(fig: dict[str, float], thresholds: dict[str, float] = PROBE_THRESHOLDS) -> bool:
+    return all(fig.get(k, 0.0) >= v for k, v in thresholds.items())
 
 
 def default_workers() -> int:
@@ -174,7 +238,8 @@ def run_extraction(
             raise _bad_images_error(samples, bad, start=items[-1][0] + 1, workers=workers)
         skipped.extend({"index": i, "id": samples[i].id, "reason": r} for i, r in bad)
         if good:
-            feats = runner(torch.cat([v for _, v in good]))  # (B*views, 3, H, W) → {tap: (B*views, d)}
+            x = torch.cat([v for _, v in good])  # (B*views, 3, H, W)
+            feats = runner(x, pad_to=batch_size * views if runner.compiled else None)
             rows = [i - current.start for i, _ in good]
             for t in taps:
                 arrays[t.name][rows] = feats[t.name].reshape(len(good), views, -1)

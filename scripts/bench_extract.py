@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""Extraction speed: cnnbase end to end against a plain torchvision loop, in one process, on the same images.
+
+Prints images/s for
+  (a) a plain loop: ImageFolder + standard transforms, DataLoader without workers, fp32 model, features stacked;
+  (b) cnnbase's extraction end to end (decode workers, store writes; model load excluded, measured separately);
+  (c) the model alone on pre-loaded tensors, in cnnbase's precision/compile settings;
+  (d) decode + preprocess alone, on all cores;
+and the ratios b/a and b/L with L = 1 / (1/c + 1/d), the limit when decoding and the model share the cores.
+
+    python scripts/bench_extract.py --images ../shared/data/hymenoptera_data --model alexnet
+    python scripts/bench_extract.py --model resnet50 --generate 5000      # 5,000 generated 500×375 JPEGs
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def generate(root: Path, n: int, seed: int = 0) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    marker = root / f".n{n}"
+    if marker.exists():
+        return root
+    for i in range(n):
+        d = root / f"class{i % 4}"
+        d.mkdir(parents=True, exist_ok=True)
+        # smooth random fields compress like photos (pure noise would make decoding unrealistically slow)
+        small = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((500, 375), Image.BICUBIC).save(d / f"{i:05d}.jpg", quality=90)
+    marker.touch()
+    return root
+
+
+def plain_loop(paths: list[Path], model_name: str, node: str, batch: int) -> float:
+    """(a): the loop most people write."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from cnnbase.backbones import load_backbone
+
+    tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                             transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+    class Files(Dataset):  # torchvision.datasets.ImageFolder's loader and transform, over our file list
+        def __len__(self) -> int:
+            return len(paths)
+
+        def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+            with open(paths[i], "rb") as f:
+                return tf(Image.open(f).convert("RGB")), 0
+
+    model = create_feature_extractor(load_backbone(model_name, "random").model, {node: "f"}).eval()
+    t = time.perf_counter()
+    out = []
+    with torch.no_grad():
+        for x, _ in DataLoader(Files(), batch_size=batch, num_workers=0):
+            out.append(model(x)["f"].flatten(1))
+    torch.cat(out)
+    return len(paths) / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=Path, help="image folder (root/<class>/* or root/<split>/<class>/*)")
+    ap.add_argument("--generate", type=int, default=5000, help="without --images: this many generated 500×375 JPEGs")
+    ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--layer", default=None)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--precision", default="auto", help="cnnbase precision (auto runs the fidelity probe)")
+    ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    ap.add_argument("--plain-limit", type=int, default=400, help="images for the slow plain loop (a)")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of (c) and (d); medians are printed")
+    args = ap.parse_args()
+
+    from cnnbase.backbones import load_backbone
+    from cnnbase.datasets import open_dataset
+    from cnnbase.features.extract import ModelRunner, _ViewsDataset, default_workers
+    from cnnbase.features.store import FeatureStore
+    from cnnbase.features.views import JitterSpec
+    from cnnbase.runner import Context, FeatureOptions, extract
+
+    tmp = Path(tempfile.mkdtemp(prefix="cnnbase-bench-"))
+    root = args.images or generate(Path(tempfile.gettempdir()) / f"cnnbase-bench-{args.generate}", args.generate)
+    ds = open_dataset(str(root))
+    splits = [s for s in ds.splits if s != "all"] or ["all"]
+    if "all" in ds.splits and len(ds.splits) > 1 and set(splits) == {"train", "test"}:
+        splits = ["all"]
+    samples = [s for sp in splits for s in ds.samples(sp)]
+    if args.limit:
+        samples = samples[: args.limit]
+    from cnnbase.datasets.base import ImageSet
+
+    bench = ImageSet(name="bench", task="classification", root=Path(root), classes=["x"], splits={"all": samples},
+                     labels={"all": np.zeros(len(samples), np.int64)})
+    bb = load_backbone(args.model, "random")
+    layer = args.layer or bb.spec.default_layer
+    node = bb.resolve_layer(layer).node
+    print(f"{len(samples)} images from {root}; {args.model} {layer} ({node}); random weights; "
+          f"{torch.get_num_threads()} threads, {default_workers()} decode worker(s)")
+
+    plain_paths = [s.path for s in samples[: args.plain_limit]]
+    a = plain_loop(plain_paths, args.model, node, args.batch_size)
+    print(f"(a) plain torchvision loop      {a:8.1f} img/s   ({len(plain_paths)} images)")
+
+    opts = FeatureOptions(weights="random", precision=args.precision, batch_size=args.batch_size, on_bad_image="skip",
+                          compile={"auto": None, "on": True, "off": False}[args.compile])
+    ctx = Context(store=FeatureStore(tmp / "store"), progress=False)
+    t0 = time.perf_counter()
+    (entry,) = extract(args.model, bench, layers=layer, splits=["all"], opts=opts, ctx=ctx)
+    wall = time.perf_counter() - t0
+    m = entry.manifest() or {}
+    used = m.get("run", {})
+    b = len(samples) / wall
+    print(f"(b) cnnbase extract, end to end {b:8.1f} img/s   ({wall:.1f} s incl. set-up; precision {used.get('precision', '?')}, "
+          f"compile {used.get('compile', '?')}, probe {used.get('probe', {}).get('verdict', '–')})")
+
+    run_opts = replace(opts, precision=used.get("precision", "fp32"), compile=bool(used.get("compile", False)))
+    runner = ModelRunner(bb, {layer: node}, precision=run_opts.precision, compile=run_opts.compile)
+    x = torch.randint(0, 256, (args.batch_size, 3, bb.preprocess.crop, bb.preprocess.crop), dtype=torch.uint8)
+    runner(x)  # warm-up (and compile)
+    cs = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        for _ in range(4):
+            runner(x)
+        cs.append(4 * args.batch_size / (time.perf_counter() - t))
+    c = statistics.median(cs)
+    print(f"(c) model alone ({run_opts.precision}{', compiled' if run_opts.compile else ''})   {c:8.1f} img/s")
+
+    from torch.utils.data import DataLoader
+
+    from cnnbase.features.extract import _collate
+
+    dset = _ViewsDataset(samples, bb.preprocess, JitterSpec.parse("none"))
+    cores = len(__import__("os").sched_getaffinity(0))
+    ds_ = []
+    for _ in range(max(1, args.repeats - 1)):
+        t = time.perf_counter()
+        for _ in DataLoader(dset, batch_size=args.batch_size, num_workers=cores, collate_fn=_collate):
+            pass
+        ds_.append(len(samples) / (time.perf_counter() - t))
+    d = statistics.median(ds_)
+    print(f"(d) decode + preprocess ({cores} procs) {d:8.1f} img/s")
+    L = 1 / (1 / c + 1 / d)
+    print(f"b/a = {b / a:.2f}x    L = 1/(1/c + 1/d) = {L:.1f} img/s    b/L = {b / L:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""--precision auto: a fidelity probe on the run's own images decides bf16 vs fp32; compile pads the last batch."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnbase.features import extract as extract_mod
+from cnnbase.features.extract import fidelity, passes, probe_sample
+from cnnbase.features.store import FeatureStore
+from cnnbase.runner import Context, FeatureOptions, extract, resolve_compile
+
+OPTS = FeatureOptions(weights="random", workers=0, batch_size=4)
+
+
+def _ctx(tmp_path: Path) -> Context:
+    return Context(store=FeatureStore(tmp_path / "store"), progress=False)
+
+
+def test_fidelity_figures_hand_cases() -> None:
+    x = np.eye(4, 8) + 0.1
+    f = fidelity(x, x)
+    assert f["min_cosine"] == pytest.approx(1.0) and f["knn10_overlap"] == 1.0 and f["top1_agreement"] == 1.0
+    y = x.copy()
+    y[0] = -y[0]  # one image flipped: cosine -1
+    assert fidelity(x, y)["min_cosine"] == pytest.approx(-1.0)
+    assert not passes(fidelity(x, y))
+
+
+def test_probe_sample_is_spread_and_deterministic() -> None:
+    assert probe_sample(5) == [0, 1, 2, 3, 4]
+    s = probe_sample(1000)
+    assert len(s) == 64 and s[0] == 0 and s[-1] == 999 and s == probe_sample(1000)
+
+
+@pytest.mark.skipif(extract_mod.fast_precision() == "fp32", reason="no native bf16 on this CPU")
+def test_auto_probes_records_and_caches(tmp_path: Path, random_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = _ctx(tmp_path)
+    (e,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=OPTS, ctx=ctx)
+    run = e.manifest()["run"]
+    assert run["requested_precision"] == "auto" and run["probe"]["candidate"] == "bf16"
+    assert run["probe"]["verdict"] in ("pass", "fail") and run["precision"] == run["probe"]["chosen"]
+    assert e.fields["precision"] == run["precision"]  # the key holds the precision actually used
+    assert len(list((ctx.store.root / "_probes").glob("*.json"))) == 1
+    import cnnbase.runner as runner
+
+    monkeypatch.setattr(runner, "_run_probe", lambda *a, **k: pytest.fail("probe not cached"))
+    (e2,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=OPTS, ctx=ctx)
+    assert e2.path == e.path
+
+
+@pytest.mark.skipif(extract_mod.fast_precision() == "fp32", reason="no native bf16 on this CPU")
+def test_auto_falls_back_to_fp32_when_probe_fails(tmp_path: Path, random_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(extract_mod, "PROBE_THRESHOLDS", {"min_cosine": 1.01, "knn10_overlap": 1.0, "top1_agreement": 1.0})
+    ctx = _ctx(tmp_path)
+    (e,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=OPTS, ctx=ctx)
+    run = e.manifest()["run"]
+    assert run["probe"]["verdict"] == "fail" and run["precision"] == "fp32" and e.fields["precision"] == "fp32"
+    (same,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=replace(OPTS, precision="fp32"), ctx=ctx)
+    assert same.path == e.path  # explicit fp32 and auto→fp32 share one entry
+
+
+def test_bf16_run_leaves_the_callers_model_in_fp32(tmp_path: Path, random_folder: Path) -> None:
+    import torch
+
+    ctx = _ctx(tmp_path)
+    extract("tiny_cnn", str(random_folder), splits=["all"], opts=replace(OPTS, precision="bf16"), ctx=ctx)
+    bb = next(iter(ctx._backbones.values()))
+    assert all(p.dtype == torch.float32 for p in bb.model.parameters())
+
+
+def test_compile_only_for_long_runs() -> None:
+    assert resolve_compile(FeatureOptions(), 100) is False
+    assert resolve_compile(FeatureOptions(), 5000) is True
+    assert resolve_compile(FeatureOptions(compile=False), 5000) is False
+    assert resolve_compile(FeatureOptions(compile=True), 10) is True
+
+
+def test_padded_batch_gives_same_rows() -> None:
+    import torch
+
+    from cnnbase.backbones import load_backbone
+    from cnnbase.features.extract import ModelRunner
+
+    bb = load_backbone("tiny_cnn", "random")
+    r = ModelRunner(bb, {"fc6": "classifier.2"}, precision="fp32")
+    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    np.testing.assert_array_equal(r(x)["fc6"], r(x, pad_to=8)["fc6"])
