@@ -55,7 +55,11 @@ class _ViewsDataset(Dataset):
 
 
 def _collate(items):  # type: ignore[no-untyped-def]
-    return items
+    """In the worker: one uint8 batch tensor (one shared-memory block to pass, not one per image) + bad images."""
+    good = [(i, v) for i, v in items if not isinstance(v, str)]
+    bad = [(i, v) for i, v in items if isinstance(v, str)]
+    x = torch.cat([v for _, v in good]) if good else None
+    return [i for i, _ in items], [i for i, _ in good], x, bad
 
 
 class ShardBatches:
@@ -113,6 +117,7 @@ class ModelRunner:
         if channels_last:
             gm = gm.to(memory_format=torch.channels_last)
         self.dims = self._probe_dims(gm, bb.preprocess.crop)
+        self._eager = gm
         if compile:
             import torch._inductor.config as inductor_config
 
@@ -134,7 +139,16 @@ class ModelRunner:
             x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:]))])
         x = normalize_batch(x.to(self.device, non_blocking=True), self.preprocess, self.dtype)
         x = x.contiguous(memory_format=self.memory_format)
-        out = self.model(x)
+        try:
+            out = self.model(x)
+        except Exception as exc:  # torch.compile needs a working C++ toolchain; eager gives the same numbers
+            if not self.compiled:
+                raise
+            from ..cli._console import err_console
+
+            err_console.print(f"[yellow]compile failed[/] ({type(exc).__name__}); continuing without --compile")
+            self.model, self.compiled = self._eager, False
+            out = self.model(x)
         result = {}
         for name, y in out.items():
             y = y[:n]
@@ -231,16 +245,13 @@ def run_extraction(
     arrays = {t.name: np.full((len(current), views, runner.dims[t.name]), np.nan, np.float32) for t in taps}
     skipped: list[dict] = []
     filled = done = 0
-    for items in loader:
-        good = [(i, v) for i, v in items if not isinstance(v, str)]
-        bad = [(i, v) for i, v in items if isinstance(v, str)]
+    for items, good, x, bad in loader:
         if bad and on_bad_image == "fail":
-            raise _bad_images_error(samples, bad, start=items[-1][0] + 1, workers=workers)
+            raise _bad_images_error(samples, bad, start=items[-1] + 1, workers=workers)
         skipped.extend({"index": i, "id": samples[i].id, "reason": r} for i, r in bad)
         if good:
-            x = torch.cat([v for _, v in good])  # (B*views, 3, H, W)
-            feats = runner(x, pad_to=batch_size * views if runner.compiled else None)
-            rows = [i - current.start for i, _ in good]
+            feats = runner(x, pad_to=batch_size * views if runner.compiled else None)  # x: (B*views, 3, H, W)
+            rows = [i - current.start for i in good]
             for t in taps:
                 arrays[t.name][rows] = feats[t.name].reshape(len(good), views, -1)
         filled += len(items)
