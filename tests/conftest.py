@@ -28,10 +28,10 @@ def seed() -> int:
 
 
 def write_images(root: Path, classes: dict[str, int], *, size: int = 40, seed: int = 0, split: str | None = None) -> list[Path]:
-    """Write ``n`` random JPEGs per class under ``root[/split]/<class>/``; class c has mean brightness ~ c."""
+    """Write ``n`` random-noise JPEGs per class under ``root[/split]/<class>/`` (names with spaces)."""
     rng = np.random.default_rng(seed)
     out = []
-    for k, (cls, n) in enumerate(classes.items()):
+    for cls, n in classes.items():
         d = root / split / cls if split else root / cls
         d.mkdir(parents=True, exist_ok=True)
         for i in range(n):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,15 +12,15 @@ DatasetArg = Annotated[
     str, typer.Argument(help="A dataset from datasets.yaml (e.g. voc2007), an image folder (root/<class>/*), or a list file.")
 ]
 LayerOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--layer", "-l", help="Layer alias or graph node (see `cnnbase models layers MODEL`); default: the model's fc layer."),
 ]
 LayersOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--layer", "-l", help="Comma-separated layers, all from one forward pass (e.g. fc6,fc7,pool5)."),
 ]
 WeightsOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--weights",
         "-w",
@@ -28,13 +28,13 @@ WeightsOpt = Annotated[
     ),
 ]
 StoreOpt = Annotated[
-    Optional[Path], typer.Option("--store", help="Feature store folder (default: $CNNBASE_HOME/features or ~/.cache/cnnbase/features).")
+    Path | None, typer.Option("--store", help="Feature store folder (default: $CNNBASE_HOME/features or ~/.cache/cnnbase/features).")
 ]
-ResultsOpt = Annotated[Optional[Path], typer.Option("--results", help="Records file (default: results/records.jsonl).")]
-RootOpt = Annotated[Optional[str], typer.Option("--root", help="Dataset root folder, overriding datasets.yaml.")]
-DatasetsOpt = Annotated[Optional[str], typer.Option("--datasets", help="The datasets.yaml to read (default: ./datasets.yaml, else the packaged one).")]
+ResultsOpt = Annotated[Path | None, typer.Option("--results", help="Records file (default: results/records.jsonl).")]
+RootOpt = Annotated[str | None, typer.Option("--root", help="Dataset root folder, overriding datasets.yaml.")]
+DatasetsOpt = Annotated[str | None, typer.Option("--datasets", help="The datasets.yaml to read (default: ./datasets.yaml, else the packaged one).")]
 PreprocessOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--preprocess",
         help="Override the weights' preprocessing: square:SIZE (whole image, no crop, as Razavian), center_crop:RESIZE:CROP, bilinear|bicubic.",
@@ -51,9 +51,9 @@ PrecisionOpt = Annotated[
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Storage dtype of features: float32 or float16.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: half the cores).")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Decoding processes (default: half the cores).")]
 CompileOpt = Annotated[
-    Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: only for runs of 1,000+ images, where it repays its compile time).")
+    bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model (default: only for runs of 1,000+ images, where it repays its compile time).")
 ]
 BadImageOpt = Annotated[
     str, typer.Option("--on-bad-image", help="fail (default: list every bad file and stop) or skip (record them and go on).")
@@ -61,7 +61,7 @@ BadImageOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random weights, CV folds and subsampling.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 CGridOpt = Annotated[
-    Optional[str], typer.Option("--C", help="One C (e.g. 0.2) or a comma-separated grid chosen by k-fold CV (default 0.01,0.1,1,10,100).")
+    str | None, typer.Option("--C", help="One C (e.g. 0.2) or a comma-separated grid chosen by k-fold CV (default 0.01,0.1,1,10,100).")
 ]
 FoldsOpt = Annotated[int, typer.Option("--folds", help="Cross-validation folds for choosing C.")]
 ModeOpt = Annotated[str, typer.Option("--mode", help="ovr (one-vs-rest) or ovo (one-vs-one with voting, as Razavian for MIT-67/CUB/Flowers).")]

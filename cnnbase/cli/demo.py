@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,7 +12,7 @@ from ._console import console, err_console
 
 @app.command()
 def demo(
-    out: Optional[Path] = typer.Option(None, "--out", help="Working folder (default: $CNNBASE_HOME/demo)."),
+    out: Path | None = typer.Option(None, "--out", help="Working folder (default: $CNNBASE_HOME/demo)."),
     model: str = typer.Option("alexnet", "--model", help="Backbone to demo."),
     per_class: int = typer.Option(40, "--per-class", help="Generated images per class (a quarter of them for testing)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from . import app
@@ -49,7 +47,7 @@ def extract(
     model: ModelArg,
     dataset: DatasetArg,
     layer: LayersOpt = None,
-    split: Optional[str] = typer.Option(None, "--split", help="Comma-separated splits (default: the protocol's train and test splits)."),
+    split: str | None = typer.Option(None, "--split", help="Comma-separated splits (default: the protocol's train and test splits)."),
     weights: WeightsOpt = None,
     store: StoreOpt = None,
     root: RootOpt = None,

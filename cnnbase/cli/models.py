@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -15,7 +13,7 @@ app.add_typer(models_app, name="models")
 
 
 @models_app.command("list")
-def list_models(pattern: Optional[str] = typer.Argument(None, help="fnmatch pattern, e.g. 'resnet*'.")) -> None:
+def list_models(pattern: str | None = typer.Argument(None, help="fnmatch pattern, e.g. 'resnet*'.")) -> None:
     """List backbones with their default weights, whether those are in the torch cache, and the default layer."""
     from ..backbones import BACKBONES, is_cached
 

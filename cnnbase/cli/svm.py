@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from . import app
@@ -53,7 +51,7 @@ def train_svm(
     model: ModelArg,
     dataset: DatasetArg,
     layer: LayerOpt = None,
-    train_split: Optional[str] = typer.Option(None, "--train-split", help="Split to train on (default: the protocol's)."),
+    train_split: str | None = typer.Option(None, "--train-split", help="Split to train on (default: the protocol's)."),
     C: CGridOpt = None,
     folds: FoldsOpt = 3,
     mode: ModeOpt = "ovr",
@@ -98,11 +96,11 @@ def train_svm(
 def evaluate(
     model: ModelArg,
     dataset: DatasetArg,
-    task: Optional[str] = typer.Option(None, "--task", help="classification, multilabel or retrieval (default: the dataset's task)."),
+    task: str | None = typer.Option(None, "--task", help="classification, multilabel or retrieval (default: the dataset's task)."),
     layer: LayerOpt = None,
-    metric: Optional[str] = typer.Option(None, "--metric", help="Override the benchmark's official metric (recorded as a deviation)."),
-    train_split: Optional[str] = typer.Option(None, "--train-split", help="Training split (retrieval on a labelled set: the database)."),
-    test_split: Optional[str] = typer.Option(None, "--test-split", help="Test split (retrieval on a labelled set: the queries)."),
+    metric: str | None = typer.Option(None, "--metric", help="Override the benchmark's official metric (recorded as a deviation)."),
+    train_split: str | None = typer.Option(None, "--train-split", help="Training split (retrieval on a labelled set: the database)."),
+    test_split: str | None = typer.Option(None, "--test-split", help="Test split (retrieval on a labelled set: the queries)."),
     C: CGridOpt = None,
     folds: FoldsOpt = 3,
     mode: ModeOpt = "ovr",
