@@ -63,4 +63,8 @@ def _load_reference(name: str) -> dict:
         except ConfigError:
             raise ConfigError(f"no reference {name!r}; give a YAML file or a name under tasks/reference/") from None
     data = yaml.safe_load(p.read_text())
-    return {"name": data.get("name", name), "rows": data.get("rows", {})}
+    if not isinstance(data, dict) or not isinstance(data.get("rows", {}), dict):
+        raise ConfigError(f"reference {p}: expected a mapping with rows: {{label: {{dataset: value}}}}")
+    # rows are printed; per_class / metrics / baselines / unmatched ride along for callers (build_table ignores them)
+    extra = {k: data[k] for k in ("per_class", "metrics", "baselines", "unmatched") if k in data}
+    return {"name": data.get("name", name), "rows": data.get("rows", {}), **extra}
