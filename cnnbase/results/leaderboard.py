@@ -92,20 +92,17 @@ def build_table(
         labels[k] = row_label(r)
     header = ["model"] + [f"{d} ({m})" for d, m in cols]
     rows: list[list[str]] = []
-    ref_first: dict[str, float] = {}
-    if reference:
-        for label, vals in reference.get("rows", {}).items():
-            rows.append([f"{label} [{reference.get('name', 'ref')}]"] + [_ref_cell(vals.get(d)) for d, _ in cols])
-            for d, _ in cols:
-                if d not in ref_first and vals.get(d) is not None:
-                    ref_first[d] = float(vals[d])
+    ref_rows: dict[str, dict[str, Any]] = dict(reference.get("rows", {})) if reference else {}
+    for label, vals in ref_rows.items():
+        rows.append([f"{label} [{reference.get('name', 'ref')}]"] + [_ref_cell(vals.get(d), m) for d, m in cols])  # type: ignore[union-attr]
     for k, by_col in cells.items():
         row = [labels[k]]
         for d, m in cols:
             r = by_col.get((d, m))
             cell = _fmt(r.get("value") if r else None, m)
-            if r and d in ref_first and r.get("value") is not None:
-                cell += f" ({r['value'] * _scale(m) - ref_first[d]:+.1f})"
+            ref = _reference_value(ref_rows, r.get("label", "") if r else "", d)
+            if r and ref is not None and r.get("value") is not None:
+                cell += f" ({r['value'] * _scale(m) - ref:+.{1 if _scale(m) == 100 else 3}f})"
             row.append(cell)
         rows.append(row)
     notes = []
@@ -119,8 +116,21 @@ def build_table(
     return Table(columns=header, rows=rows, notes=notes, row_keys=list(cells))
 
 
-def _ref_cell(v: Any) -> str:
-    return "–" if v is None else f"{float(v):.1f}"
+def _reference_value(ref_rows: dict[str, dict[str, Any]], label: str, dataset: str) -> float | None:
+    """The published value a user row is compared with: the reference row of the same variant (label), else the
+    first reference row that has this dataset."""
+    if label in ref_rows and ref_rows[label].get(dataset) is not None:
+        return float(ref_rows[label][dataset])
+    for vals in ref_rows.values():
+        if vals.get(dataset) is not None:
+            return float(vals[dataset])
+    return None
+
+
+def _ref_cell(v: Any, metric: str) -> str:
+    if v is None:
+        return "–"
+    return f"{float(v):.1f}" if _scale(metric) == 100 else f"{float(v):.3f}"
 
 
 def render(table: Table, fmt: str = "md") -> str:
