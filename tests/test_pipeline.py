@@ -1,0 +1,139 @@
+"""extract → train-svm → evaluate → leaderboard, end to end on generated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cnnbase.cli import app
+from cnnbase.features.store import FeatureStore
+from cnnbase.results import build_table, read_records, render
+from cnnbase.runner import Context, FeatureOptions, SVMOptions, evaluate
+
+runner = CliRunner()
+OPTS = FeatureOptions(weights="random", workers=0, batch_size=16)
+
+
+def _ctx(tmp_path: Path) -> Context:
+    return Context(store=FeatureStore(tmp_path / "store"), progress=False, results=tmp_path / "records.jsonl")
+
+
+def test_svm_beats_chance_widely_on_textures(tmp_path: Path, texture_set: Path) -> None:
+    """Four texture classes, colours random (mean colour at chance): random AlexNet conv features + SVM learn them."""
+    from cnnbase.demo_data import mean_colour_baseline
+
+    assert mean_colour_baseline(texture_set) <= 0.5
+    rec = evaluate("alexnet", str(texture_set), layer="conv3", opts=OPTS, ctx=_ctx(tmp_path))
+    assert rec["metric"] == "accuracy" and rec["value"] >= 0.6, rec["value"]  # chance 0.25
+    assert rec["n_test"] == 16 and rec["n_train"] == 48
+    assert set(rec["per_class"]) == {"checker", "horizontal", "rings", "vertical"}
+
+
+def test_svm_saved_and_reused(tmp_path: Path, texture_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = _ctx(tmp_path)
+    first = evaluate("tiny_cnn", str(texture_set), opts=OPTS, ctx=ctx)
+    assert first["head"]["reused"] is False and Path(first["head"]["file"]).is_file()
+    from cnnbase.heads import svm
+
+    monkeypatch.setattr(svm.LinearSVMHead, "fit", lambda *a, **k: pytest.fail("retrained"))
+    second = evaluate("tiny_cnn", str(texture_set), opts=OPTS, ctx=ctx)
+    assert second["head"]["reused"] is True and second["value"] == first["value"]
+    third_svm = SVMOptions(C=0.5)
+    monkeypatch.undo()
+    third = evaluate("tiny_cnn", str(texture_set), opts=OPTS, svm=third_svm, ctx=ctx)
+    assert third["head"]["reused"] is False and third["head"]["key"] != first["head"]["key"]
+
+
+def test_multilabel_list_file_voc07_map(tmp_path: Path) -> None:
+    """A list-file set with two labels per image is multilabel, scored with VOC07 11-point mAP."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for split, n in (("train", 24), ("test", 12)):
+        for i in range(n):
+            labs = ["red"] if i % 3 == 0 else ["blue"] if i % 3 == 1 else ["red", "blue"]
+            colour = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+            arr = rng.integers(0, 40, (32, 32, 3)).astype(np.int32)
+            for j, lab in enumerate(labs):
+                arr[:, j * 16:(j + 1) * 16] += np.array(colour[lab])
+            p = tmp_path / "imgs" / f"{split}{i}.png"
+            p.parent.mkdir(exist_ok=True)
+            Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(p)
+            lines.append(f"imgs/{p.name}\t{','.join(labs)}\t{split}")
+    lst = tmp_path / "set.txt"
+    lst.write_text("\n".join(lines) + "\n")
+    rec = evaluate("tiny_cnn", str(lst), opts=OPTS, ctx=_ctx(tmp_path))
+    assert rec["task"] == "multilabel" and rec["metric"] == "voc07_map"
+    assert 0 <= rec["value"] <= 1 + 1e-12 and set(rec["per_class"]) == {"blue", "red"}  # devkit sums p/11
+    assert "voc_area_map" in rec["extra"]
+
+
+def test_retrieval_on_labelled_set(tmp_path: Path, texture_set: Path) -> None:
+    rec = evaluate("alexnet", str(texture_set), task="retrieval", layer="conv3", opts=OPTS, ctx=_ctx(tmp_path))
+    assert rec["metric"] == "oxford_map" and rec["n_queries"] == 16 and rec["n_database"] == 48
+    assert rec["value"] > 0.35  # random ranking gives ~0.25 (a quarter of the database is positive)
+    assert len(rec["per_query"]) == 16
+
+
+def test_record_is_self_describing(tmp_path: Path, texture_set: Path) -> None:
+    ctx = _ctx(tmp_path)
+    evaluate("tiny_cnn", str(texture_set), opts=OPTS, ctx=ctx)
+    (rec,) = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
+    for field in ("run_id", "time", "dataset", "split", "backbone", "weights", "layer", "node", "feature_keys",
+                  "preprocess", "jitter", "precision", "head", "metric", "value", "per_class", "versions", "n_skipped"):
+        assert field in rec, field
+    assert rec["weights"] == "random:seed=0"
+    assert set(rec["head"]["C_per_class"]) == {"checker", "horizontal", "rings", "vertical"}
+    assert {"torch", "torchvision", "sklearn", "numpy", "cnnbase"} <= set(rec["versions"])
+
+
+def test_leaderboard_formats(tmp_path: Path) -> None:
+    recs = [
+        {"time": "1", "dataset": "voc2007", "metric": "voc07_map", "value": 0.739, "backbone": "alexnet", "layer": "fc6", "weights": "torchvision:X"},
+        {"time": "2", "dataset": "mit67", "metric": "mean_class_accuracy", "value": 0.584, "backbone": "alexnet", "layer": "fc6", "weights": "torchvision:X"},
+        {"time": "3", "dataset": "voc2007", "metric": "voc07_map", "value": 0.5, "backbone": "tiny_cnn", "layer": "fc6", "weights": "random:seed=0"},
+        {"time": "4", "dataset": "voc2007", "metric": "voc07_map", "value": 0.75, "backbone": "alexnet", "layer": "fc6", "weights": "torchvision:X"},
+    ]
+    t = build_table(recs)
+    assert t.columns == ["model", "voc2007 (voc07_map)", "mit67 (mean_class_accuracy)"]
+    assert t.rows == [["alexnet fc6", "75.0", "58.4"], ["tiny_cnn fc6†", "50.0", "–"]]  # newest record wins
+    md = render(t, "md")
+    assert md.splitlines()[2] == "| alexnet fc6 | 75.0 | 58.4 |" and "† random weights" in md
+    assert render(t, "csv").splitlines()[1] == "alexnet fc6,75.0,58.4"
+    tex = render(t, "latex")
+    assert r"\begin{tabular}{lrr}" in tex and r"tiny\_cnn fc6$^\dagger$ & 50.0 & -- \\" in tex
+    ref = {"name": "razavian2014", "rows": {"CNN-SVM": {"voc2007": 73.9}}}
+    t2 = build_table(recs, reference=ref)
+    assert t2.rows[0][:2] == ["CNN-SVM [razavian2014]", "73.9"] and t2.rows[1][1] == "75.0 (+1.1)"
+    aug = {**recs[3], "time": "5", "label": "CNNaug-SVM", "value": 0.78}
+    ref2 = {"name": "razavian2014", "rows": {"CNN-SVM": {"voc2007": 73.9}, "CNNaug-SVM": {"voc2007": 77.2}}}
+    t3 = build_table([*recs, aug], reference=ref2)
+    assert ["alexnet fc6 (CNNaug-SVM)", "78.0 (+0.8)", "–"] in t3.rows  # compared with its own variant's row
+
+
+def test_cli_train_evaluate_leaderboard(tmp_path: Path, texture_set: Path) -> None:
+    common = ["--weights", "random", "--store", str(tmp_path / "store"), "--workers", "0", "--no-progress"]
+    r = runner.invoke(app, ["train-svm", "tiny_cnn", str(texture_set), *common], catch_exceptions=False)
+    assert r.exit_code == 0 and "trained 4 SVM(s)" in r.stdout
+    res = tmp_path / "r.jsonl"
+    r = runner.invoke(app, ["evaluate", "tiny_cnn", str(texture_set), "--results", str(res), *common], catch_exceptions=False)
+    assert r.exit_code == 0 and "accuracy =" in r.stdout
+    r = runner.invoke(app, ["evaluate", "tiny_cnn", str(texture_set), "--task", "retrieval", "--results", str(res), *common],
+                      catch_exceptions=False)
+    assert r.exit_code == 0 and "oxford_map =" in r.stdout
+    for fmt in ("table", "md", "csv", "latex"):
+        r = runner.invoke(app, ["leaderboard", "--results", str(res), "--format", fmt], catch_exceptions=False)
+        assert r.exit_code == 0 and ("tiny_cnn fc6" in r.stdout or r"tiny\_cnn fc6" in r.stdout)
+    assert len(read_records(res)) == 2
+
+
+def test_demo_runs_offline(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--model", "tiny_cnn", "--per-class", "8", "--no-progress"],
+                      catch_exceptions=False)
+    assert r.exit_code == 0, r.stdout
+    assert "| tiny_cnn fc6 (demo)† |" in r.stdout and "random weights" in r.stdout
