@@ -26,7 +26,7 @@ def demo(
     from ..config import cnnbase_home
     from ..demo_data import make_texture_dataset, mean_colour_baseline
     from ..results import build_table, read_records, render
-    from ..runner import FeatureOptions, SVMOptions, evaluate
+    from ..runner import FeatureOptions, SVMOptions, evaluate, extract
     from .extract import make_context
 
     work = out or cnnbase_home() / "demo"
@@ -52,6 +52,8 @@ def demo(
     console.print(f"data: {data} (4 texture classes, colours random; mean-colour baseline accuracy "
                   f"{100 * mean_colour_baseline(data):.0f}%, chance 25%)")
     layers = ["fc6", "fc7"] if "fc7" in _aliases(model) else [None]
+    if None not in layers:
+        extract(model, str(data), layers=layers, opts=opts, ctx=ctx)  # both layers from one forward pass
     for layer in layers:
         for task in ("classification", "retrieval"):
             rec = evaluate(model, str(data), task=task, layer=layer, opts=opts, svm=svm, ctx=ctx, label="demo")
