@@ -300,10 +300,10 @@ def test_patch_extraction_resumes_after_a_crash_and_matches_a_clean_run(tmp_path
     from cnnbase.features.store import FeatureStore
     from cnnbase.runner import Context, FeatureOptions
 
-    opts = FeatureOptions(weights="random", workers=0, batch_size=5, shard_size=10, precision="fp32", preprocess="square:32")
+    opts = FeatureOptions(weights="random", workers=0, batch_size=5, shard_size=2, precision="fp32", preprocess="square:32")
     clean = extract_patches("tiny_cnn", str(random_folder), split="all", levels=2, opts=opts,
                             ctx=Context(store=FeatureStore(tmp_path / "a"), progress=False))
-    assert clean.array.shape == (15, 5, 32) and clean.manifest["views"] == 5 and clean.manifest["fields"]["spatial"]["patches"] == 5
+    assert clean.array.shape == (15, 5, 32) and clean.manifest["views"] == 5 and clean.manifest["fields"]["jitter"] == {"name": "spatial", "levels": 2, "crop_side": 2 / 3, "rotations": [], "layout_version": 1}
     ctx = Context(store=FeatureStore(tmp_path / "b"), progress=False)
     real = engine.ModelRunner.__call__
     calls = {"n": 0}

@@ -50,7 +50,7 @@ PrecisionOpt = Annotated[
     ),
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Storage dtype of features: float32 or float16.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Network inputs per forward pass (an image with 16 jitter views counts 16).")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Decoding processes (default: half the cores).")]
 CompileOpt = Annotated[
     bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model (default: only for runs of 1,000+ images, where it repays its compile time).")

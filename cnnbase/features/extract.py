@@ -230,16 +230,17 @@ def run_extraction(
     if not pending:
         return 0
     ds = _ViewsDataset(samples, runner.preprocess, jitter)
+    views = jitter.views
+    per_batch = max(1, batch_size // views)  # batch_size counts network inputs: 16 jitter views are 16 inputs
     loader = DataLoader(
         ds,
-        batch_sampler=ShardBatches(pending, batch_size),
+        batch_sampler=ShardBatches(pending, per_batch),
         num_workers=workers,
         collate_fn=_collate,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
         pin_memory=runner.device.type == "cuda",
     )
-    views = jitter.views
     shard_iter = iter(pending)
     current = next(shard_iter)
     arrays = {t.name: np.full((len(current), views, runner.dims[t.name]), np.nan, np.float32) for t in taps}
@@ -250,7 +251,7 @@ def run_extraction(
             raise _bad_images_error(samples, bad, start=items[-1] + 1, workers=workers)
         skipped.extend({"index": i, "id": samples[i].id, "reason": r} for i, r in bad)
         if good:
-            feats = runner(x, pad_to=batch_size * views if runner.compiled else None)  # x: (B*views, 3, H, W)
+            feats = runner(x, pad_to=per_batch * views if runner.compiled else None)  # x: (B*views, 3, H, W)
             rows = [i - current.start for i in good]
             for t in taps:
                 arrays[t.name][rows] = feats[t.name].reshape(len(good), views, -1)

@@ -21,20 +21,17 @@ with whole-image or jittered features.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
-from ..backbones import LoadedBackbone, Preprocess
-from ..datasets.base import ImageSet, Sample
-from ..errors import BadImageError, ConfigError
+from ..backbones import Preprocess
+from ..datasets.base import ImageSet
+from ..errors import ConfigError
 from ..heads.retrieval import spatial_boxes, square_box
-from .store import Features, StoreEntry
+from .store import Features
 from .views import preprocess_pil
 
 __all__ = ["extract_patches", "fill_colour", "n_patches", "patch_squares", "patch_views", "square_crop", "spatial_spec"]
@@ -92,30 +89,6 @@ def spatial_spec(levels: int, pre: Preprocess) -> dict[str, Any]:
     }
 
 
-class _PatchDataset(Dataset):
-    """Sample index → (index, uint8 patches) or (index, reason) for a bad image."""
-
-    def __init__(self, samples: Sequence[Sample], pre: Preprocess, levels: int) -> None:
-        self.samples, self.pre, self.levels = samples, pre, levels
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
-        from ..images import load_rgb
-
-        s = self.samples[i]
-        try:
-            img = load_rgb(s.path, box=s.box)
-        except BadImageError as exc:
-            return i, exc.reason
-        return i, patch_views(img, self.levels, self.pre)
-
-
-def _collate(items):  # type: ignore[no-untyped-def]
-    return items
-
-
 def extract_patches(
     model: str,
     dataset: str | ImageSet,
@@ -140,93 +113,8 @@ def extract_patches(
     Returns:
         The complete entry's :class:`Features` (memory-mapped); ``valid`` is False for bad images skipped.
     """
-    from ..runner import Context, FeatureOptions, feature_fields
+    from ..runner import Context, FeatureOptions, load_features
 
     c = ctx or Context()
-    o = replace(opts or FeatureOptions(), jitter="none")
-    ds = c.dataset(dataset)
-    bb = c.backbone(model, o)
-    tap = bb.resolve_layer(layer)
-    pre = bb.preprocess.override(o.preprocess)
-    fields = {**feature_fields(bb, tap.name, ds, split, o), "spatial": spatial_spec(levels, pre)}
-    entry = c.store.entry(fields)
-    if not entry.complete:
-        samples = ds.samples(split)
-        with entry.lock():
-            if not entry.complete:  # another process may have finished it while we waited
-                _extract(entry, bb, tap, pre, samples, levels, o, c, f"{bb.name} {tap.name} patches(L{levels}) · {ds.name}/{split}")
-        _warn_skipped(entry, ds.name, split)
-    return entry.load()
-
-
-def _warn_skipped(entry: StoreEntry, name: str, split: str) -> None:
-    skipped = (entry.manifest() or {}).get("skipped", [])
-    if skipped:
-        from ..cli._console import err_console
-
-        err_console.print(f"[yellow]warning[/]: {len(skipped)} bad image(s) skipped in {name}/{split} (listed in {entry.manifest_path})")
-
-
-def _extract(entry: StoreEntry, bb: LoadedBackbone, tap: Any, pre: Preprocess, samples: Sequence[Sample], levels: int, o: Any, c: Any, what: str) -> None:
-    """Compute the missing shards of ``entry`` (the engine's shard/resume rules, with patches as the views)."""
-    from ..cli._progress import ImageProgress
-    from ..features.extract import ModelRunner, default_workers
-    from ..results.records import versions
-
-    if o.dtype not in ("float32", "float16"):
-        raise ConfigError(f"unknown --dtype {o.dtype!r}; choose float32 or float16")
-    if o.on_bad_image not in ("fail", "skip"):
-        raise ConfigError(f"unknown --on-bad-image {o.on_bad_image!r}; choose fail or skip")
-    P = n_patches(levels)
-    runner = ModelRunner(
-        LoadedBackbone(spec=bb.spec, model=bb.model, weights_id=bb.weights_id, preprocess=pre),
-        {tap.name: tap.node},
-        precision=o.precision,
-        pool=o.pool,
-        channels_last=o.channels_last,
-        compile=o.compile,
-    )
-    d = runner.dims[tap.name]
-    shard_size = max(1, o.shard_size // P)  # images per shard: a shard holds shard_size·P feature rows
-    per_batch = max(1, o.batch_size // P)  # images per forward pass (each brings P inputs)
-    n = len(samples)
-    n_shards = max(1, (n + shard_size - 1) // shard_size)
-    ranges = [range(i * shard_size, min(n, (i + 1) * shard_size)) for i in range(n_shards)]
-    entry.begin([s.id for s in samples], shard_size, {"views": P})
-    pending = [(i, r) for i, r in enumerate(ranges) if not entry.shard_ok(i, len(r))]
-    workers = default_workers() if o.workers is None else o.workers
-    storage = np.dtype(o.dtype)
-    with ImageProgress(what, n, enabled=c.progress) as prog:
-        prog.advance(n - sum(len(r) for _, r in pending), skip=True)
-        if pending:
-            batches = [list(r[s : s + per_batch]) for _, r in pending for s in range(0, len(r), per_batch)]
-            loader = DataLoader(
-                _PatchDataset(samples, pre, levels),
-                batch_sampler=batches,
-                num_workers=workers,
-                collate_fn=_collate,
-                prefetch_factor=2 if workers > 0 else None,
-            )
-            it = iter(loader)
-            for shard_i, r in pending:
-                arr = np.full((len(r), P, d), np.nan, np.float32)
-                skipped: list[dict[str, Any]] = []
-                done = 0
-                while done < len(r):
-                    items = next(it)
-                    good = [(i, v) for i, v in items if not isinstance(v, str)]
-                    bad = [(i, v) for i, v in items if isinstance(v, str)]
-                    if bad and o.on_bad_image == "fail":
-                        from ..errors import CnnbaseError
-
-                        shown = "; ".join(f"{samples[i].path}: {why}" for i, why in bad)
-                        raise CnnbaseError(f"bad image(s): {shown}; fix or remove them, or rerun with --on-bad-image skip")
-                    skipped.extend({"index": i, "id": samples[i].id, "reason": why} for i, why in bad)
-                    if good:
-                        feats = runner(torch.cat([v for _, v in good]))[tap.name]
-                        arr[[i - r.start for i, _ in good]] = feats.reshape(len(good), P, d)
-                    done += len(items)
-                    prog.advance(len(items))
-                entry.write_shard(shard_i, arr.astype(storage), skipped)
-    entry.finalize(n_shards, {"views": P, "layer_doc": tap.doc, "versions": versions()})
-
+    o = replace(opts or FeatureOptions(), jitter=f"spatial:{levels}")
+    return load_features(model, dataset, split=split, layer=layer, opts=o, ctx=c)

@@ -38,14 +38,23 @@ class JitterSpec:
     name: str = "none"
     crop_side: float = 2.0 / 3.0
     rotations: tuple[float, ...] = ()
+    levels: int = 0  # spatial: sub-patch levels 1..levels (cnnbase.features.spatial)
 
     @property
     def views(self) -> int:
+        if self.name == "spatial":
+            from .spatial import n_patches
+
+            return n_patches(self.levels)
         return {"none": 1, "flip": 2}.get(self.name, 2 * (1 + 5 + len(self.rotations)))
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["rotations"] = list(self.rotations)
+        if self.name == "spatial":
+            from .spatial import LAYOUT_VERSION
+
+            d["layout_version"] = LAYOUT_VERSION
         return d
 
     @classmethod
@@ -56,7 +65,9 @@ class JitterSpec:
             return cls("flip")
         if name == "razavian":
             return cls("razavian", 2.0 / 3.0, (-10.0, 10.0))
-        raise ConfigError(f"unknown --jitter {name!r}; choose none, flip or razavian")
+        if name.startswith("spatial:") and name[8:].isdigit() and int(name[8:]) >= 1:
+            return cls("spatial", levels=int(name[8:]))
+        raise ConfigError(f"unknown --jitter {name!r}; choose none, flip, razavian or spatial:LEVELS")
 
 
 def preprocess_pil(img: Image.Image, p: Preprocess) -> torch.Tensor:
@@ -106,6 +117,10 @@ def jitter_images(img: Image.Image, spec: JitterSpec) -> list[Image.Image]:
 
 def make_views(img: Image.Image, p: Preprocess, spec: JitterSpec) -> torch.Tensor:
     """uint8 tensor (views, 3, crop, crop) from one decoded image."""
+    if spec.name == "spatial":
+        from .spatial import patch_views
+
+        return patch_views(img, spec.levels, p)
     return torch.stack([preprocess_pil(v, p) for v in jitter_images(img, spec)])
 
 
