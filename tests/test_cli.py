@@ -65,7 +65,7 @@ def test_missing_weights_message(random_folder: Path, tmp_path: Path) -> None:
 def test_bad_option_value(random_folder: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["extract", "tiny_cnn", str(random_folder), "--weights", "random", "--jitter", "wobble",
                             "--store", str(tmp_path / "s")])
-    assert r.exit_code == 1 and "choose none, flip or razavian" in r.output
+    assert r.exit_code == 1 and "choose none, flip, razavian or spatial:LEVELS" in r.output
 
 
 @pytest.mark.parametrize("cmd", ["extract", "train-svm", "evaluate", "leaderboard", "demo"])

@@ -28,10 +28,14 @@ from ._options import (
 )
 
 
-def feature_options(**kw):  # type: ignore[no-untyped-def]
+def feature_options(params: dict):  # type: ignore[no-untyped-def]
+    """FeatureOptions from a command's parameters (those named like its fields; None = the default)."""
+    from dataclasses import fields
+
     from ..runner import FeatureOptions
 
-    return FeatureOptions(**{k: v for k, v in kw.items() if v is not None})
+    names = {f.name for f in fields(FeatureOptions)}
+    return FeatureOptions(**{k: v for k, v in params.items() if k in names and v is not None})
 
 
 def make_context(store, root, datasets, progress=True, results=None):  # type: ignore[no-untyped-def]
@@ -77,10 +81,7 @@ def extract(
     from ..runner import extract as run_extract
 
     ctx = make_context(store, root, datasets, progress)
-    opts = feature_options(
-        weights=weights, seed=seed, preprocess=preprocess, jitter=jitter, pool=pool, precision=precision, dtype=dtype,
-        batch_size=batch_size, workers=workers, compile=compile, on_bad_image=on_bad_image,
-    )
+    opts = feature_options(locals())
     entries = run_extract(model, dataset, layers=layer, splits=split.split(",") if split else None, opts=opts, ctx=ctx)
     for e in entries:
         m = e.manifest() or {}

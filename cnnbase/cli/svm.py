@@ -84,8 +84,7 @@ def train_svm(
     from ..runner import train_svm as run_train
 
     ctx = make_context(store, root, datasets, progress)
-    opts = feature_options(weights=weights, seed=seed, preprocess=preprocess, jitter=jitter, pool=pool, precision=precision,
-                           dtype=dtype, batch_size=batch_size, workers=workers, compile=compile, on_bad_image=on_bad_image)
+    opts = feature_options(locals())
     th = run_train(model, dataset, layer=layer, train_split=train_split, opts=opts, svm=svm_options(C, folds, mode, solver, norm, seed), ctx=ctx)
     verb = "reused" if th.reused else "trained"
     Cs = sorted({float(c) for c in th.head.C_})
@@ -136,8 +135,7 @@ def evaluate(
     from ..runner import evaluate as run_evaluate
 
     ctx = make_context(store, root, datasets, progress, results)
-    opts = feature_options(weights=weights, seed=seed, preprocess=preprocess, jitter=jitter, pool=pool, precision=precision,
-                           dtype=dtype, batch_size=batch_size, workers=workers, compile=compile, on_bad_image=on_bad_image)
+    opts = feature_options(locals())
     rec = run_evaluate(model, dataset, task=task, layer=layer, metric=metric, train_split=train_split, test_split=test_split,
                        opts=opts, svm=svm_options(C, folds, mode, solver, norm, seed), normalization=norm, ctx=ctx)
     scale = METRICS.get(rec["metric"]).scale
