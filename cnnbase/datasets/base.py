@@ -112,22 +112,28 @@ def ordered_unique(items: Sequence[str]) -> list[str]:
 def safe_join(root: Path, rel: str, *, where: str = "", allow_outside: bool = False) -> Path:
     """``root / rel``, refusing absolute paths and ``..`` that escape ``root`` (unless ``allow_outside``).
 
-    ``where`` names the annotation file and line for the error message, e.g. ``"list.txt:12"``.
+    ``where`` names the annotation file and line for the error message, e.g. ``"list.txt:12"``. The check is
+    lexical (no file-system calls, so symlinked image folders inside ``root`` keep working); Windows separators
+    and drive letters (``..\\x``, ``C:\\x``) count as escapes too. A ``..`` that stays inside ``root`` is folded
+    away (``a/../b.jpg`` → ``root/b.jpg``), so the path opened is the path checked.
     """
     from ..errors import DatasetError
 
     p = Path(rel)
-    if not p.is_absolute() and ".." not in p.parts:
+    posix = str(rel).replace("\\", "/")
+    drive = len(posix) >= 2 and posix[1] == ":" and posix[0].isalpha()
+    if not p.is_absolute() and not posix.startswith("/") and not drive and ".." not in Path(posix).parts:
         return root / p  # cheap path: nothing in the text can escape (symlinked folders inside root stay allowed)
-    full = p if p.is_absolute() else root / p
-    if not allow_outside:
-        inside = os.path.normpath(full).startswith(os.path.normpath(root) + os.sep)
-        if not inside:
-            raise DatasetError(
-                f"{where or rel}: path {rel!r} points outside the dataset root {root}; "
-                "fix the annotation or pass allow_outside=True if this is intended"
-            )
-    return full
+    if allow_outside:
+        return p if p.is_absolute() else root / p
+    base = os.path.abspath(root)
+    target = os.path.abspath(os.path.join(base, posix))  # an absolute ``posix`` replaces ``base``
+    if drive or not target.startswith(base.rstrip(os.sep) + os.sep):
+        raise DatasetError(
+            f"{where or rel}: path {rel!r} points outside the dataset root {root}; "
+            "fix the annotation or pass allow_outside=True if this is intended"
+        )
+    return Path(os.path.normpath(os.path.join(root, posix)))
 
 
 def retrieval_from_labels(ds: ImageSet, query_split: str, db_split: str) -> list[dict[str, np.ndarray]]:

@@ -6,8 +6,12 @@ Layout::
         manifest.json        the key's fields, ordered sample ids, shape, dtype, status, skipped samples, versions
         features.npy         (n, d) or (n, views, d) raw activations, memory-mappable; present once complete
         shards/00000.npy     while extracting: one file per block of samples, renamed into place when whole
-        shards/00000.sha256  checksum of that shard, checked before it is used
+        shards/00000.json    that shard's sha256, shape and skipped samples, written after it; checked before use
         .lock                held (flock) by the process extracting this entry
+
+Every file is written to a hidden ``.<name>.<pid>.tmp`` file, fsynced and renamed into place, so a reader (or a
+process killed at any instant) sees the old file or the whole new one, never a part. Temporary files left by a
+killed writer are ignored by readers and removed by the next writer of the entry (under its lock).
 
 The key is the sha256 of the canonical JSON of every field that changes the numbers (backbone, weights identity,
 graph node, preprocessing, jitter, pooling, precision, storage dtype, dataset, split and the hash of its ordered
@@ -55,20 +59,45 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _is_tmp(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def write_error(path: Path, exc: OSError) -> StoreError:
+    """The one-line error for a failed write of ``path`` (disk full, quota, permissions, ...)."""
+    if exc.errno in _DISK_FULL:
+        return StoreError(
+            f"disk full while writing {path} ({exc.strerror or exc}); free space and rerun the same command "
+            "(finished shards are kept, nothing partial was left)"
+        )
+    return StoreError(f"cannot write {path}: {exc.strerror or exc}; check that the folder exists and is writable")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
+
+    On any failure (disk full, an interrupt) the temporary file is removed and ``path`` is left as it was; an
+    ``OSError`` becomes a one-line :class:`StoreError` (``"disk full while writing ..."`` for ENOSPC/EDQUOT).
+    """
+    tmp = _tmp_name(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # an interrupt (SIGINT) mid-write must not leave the temporary file either
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if exc.errno == errno.ENOSPC:
-            raise StoreError(f"disk full while writing {path}; free space and rerun (finished shards are kept)") from None
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
     _fsync_dir(path.parent)
 
@@ -133,8 +162,10 @@ class StoreEntry:
             m = json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
             return None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StoreError(f"unreadable manifest {self.manifest_path} ({exc}); delete the folder to recompute") from None
+        if not isinstance(m, dict):
+            raise StoreError(f"unreadable manifest {self.manifest_path} (not a JSON object); delete the folder to recompute")
         if m.get("key") != self.key or m.get("fields") != self.fields:
             raise StoreError(
                 f"manifest {self.manifest_path} does not match its key (edited or corrupted); delete the folder to recompute"
@@ -148,8 +179,11 @@ class StoreEntry:
 
     def begin(self, sample_ids: list[str], shard_size: int, extra: dict[str, Any]) -> dict[str, Any]:
         """Create (or validate) the manifest of a partial entry before extraction starts."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "shards").mkdir(exist_ok=True)
+        try:
+            (self.path / "shards").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(self.path / "shards", exc) from None
+        self.remove_stale_tmp()
         m = self.manifest()
         if m is not None:
             if m["sample_ids"] != sample_ids or m["shard_size"] != shard_size:
@@ -169,6 +203,19 @@ class StoreEntry:
         self.write_manifest(m)
         return m
 
+    def remove_stale_tmp(self) -> list[Path]:
+        """Delete temporary files left by a killed writer (call only while holding :meth:`lock`)."""
+        gone = []
+        for folder in (self.path, self.path / "shards"):
+            if not folder.is_dir():
+                continue
+            for p in folder.iterdir():
+                if _is_tmp(p) and p.is_file():
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                        gone.append(p)
+        return gone
+
     def write_manifest(self, m: dict[str, Any]) -> None:
         atomic_write_bytes(self.manifest_path, (json.dumps(m, indent=1) + "\n").encode())
 
@@ -182,31 +229,55 @@ class StoreEntry:
         meta = {"sha256": digest, "shape": list(array.shape), "skipped": skipped}
         atomic_write_bytes(self.shard_path(i).with_suffix(".json"), json.dumps(meta).encode())
 
+    def shard_meta(self, i: int) -> dict[str, Any] | None:
+        """Shard ``i``'s checksum file, or None when it is missing or unreadable (the shard is then recomputed)."""
+        try:
+            meta = json.loads(self.shard_path(i).with_suffix(".json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        ok = (
+            isinstance(meta, dict)
+            and isinstance(meta.get("sha256"), str)
+            and isinstance(meta.get("shape"), list)
+            and len(meta["shape"]) >= 1
+            and isinstance(meta.get("skipped"), list)
+        )
+        return meta if ok else None
+
     def shard_ok(self, i: int, expected_rows: int) -> bool:
         """True when shard ``i`` exists, has its checksum file, the right row count and checksum."""
-        p, meta_p = self.shard_path(i), self.shard_path(i).with_suffix(".json")
-        if not (p.is_file() and meta_p.is_file()):
+        p, meta = self.shard_path(i), self.shard_meta(i)
+        if meta is None or meta["shape"][0] != expected_rows:
             return False
         try:
-            meta = json.loads(meta_p.read_text())
-        except (OSError, json.JSONDecodeError):
+            return file_sha256(p) == meta["sha256"]
+        except OSError:
             return False
-        return meta.get("shape", [None])[0] == expected_rows and file_sha256(p) == meta.get("sha256")
 
     def finalize(self, n_shards: int, extra: dict[str, Any]) -> dict[str, Any]:
         """Concatenate the shards into ``features.npy`` (atomically), mark complete, remove the shards."""
+        import io
+
         m = self.manifest()
-        assert m is not None
+        if m is None:
+            raise StoreError(f"{self.manifest_path} disappeared during extraction; rerun the same command")
         arrays, skipped = [], []
         for i in range(n_shards):
-            meta = json.loads(self.shard_path(i).with_suffix(".json").read_text())
-            data = self.shard_path(i).read_bytes()
-            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
-                raise StoreError(f"shard {self.shard_path(i)} changed on disk (checksum mismatch); rerun to recompute it")
-            import io
-
-            arrays.append(np.load(io.BytesIO(data), allow_pickle=False))
+            meta = self.shard_meta(i)
+            try:
+                data = self.shard_path(i).read_bytes()
+            except OSError:
+                data = None
+            if meta is None or data is None or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                raise StoreError(f"shard {self.shard_path(i)} is missing or changed on disk (checksum mismatch); rerun to recompute it")
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
+            if list(arr.shape) != meta["shape"]:
+                raise StoreError(f"shard {self.shard_path(i)} has shape {arr.shape}, its checksum file says {meta['shape']}; rerun to recompute it")
+            arrays.append(arr)
             skipped.extend(meta["skipped"])
+        rows = sum(len(a) for a in arrays)
+        if "n" in m and rows != m["n"]:
+            raise StoreError(f"{self.path}: shards hold {rows} rows for {m['n']} samples; delete the folder and rerun extract")
         full = np.concatenate(arrays) if arrays else np.zeros((0,), np.float32)
         digest = atomic_save_npy(self.path / "features.npy", full)
         m.update(extra)
@@ -226,8 +297,12 @@ class StoreEntry:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold this entry's lock; a second writer of the same key waits here, then finds the work done."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a+") as f:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = open(self.path / ".lock", "a+")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise write_error(self.path / ".lock", exc) from None
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -247,12 +322,18 @@ class StoreEntry:
         if not m or m.get("status") != "complete":
             raise StoreError(f"{self.path}: extraction not finished; rerun `cnnbase extract` with the same options")
         f = self.path / "features.npy"
-        if not f.is_file() or f.stat().st_size != m["bytes"]:
-            raise StoreError(f"{f} is missing or truncated; delete {self.path} and rerun extract")
-        if verify and file_sha256(f) != m["sha256"]:
+        size = f.stat().st_size if f.is_file() else None
+        if size != m.get("bytes"):
+            what = "missing" if size is None else f"truncated or the wrong size ({size} bytes, the manifest says {m.get('bytes')})"
+            raise StoreError(f"{f} is {what}; delete {self.path} and rerun extract")
+        if verify and file_sha256(f) != m.get("sha256"):
             raise StoreError(f"{f} fails its checksum; delete {self.path} and rerun extract")
-        arr = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
-        if list(arr.shape) != m["shape"]:
+        try:
+            arr = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreError(f"{f} is corrupted ({why}); delete {self.path} and rerun extract") from None
+        if list(arr.shape) != m.get("shape"):
             raise StoreError(f"{f} has shape {arr.shape}, manifest says {m['shape']}; delete {self.path} and rerun extract")
         valid = np.ones(m["n"], dtype=bool)
         for s in m.get("skipped", []):
@@ -279,9 +360,10 @@ class FeatureStore:
             return out
         for mp in sorted(self.root.glob("*/*/*/manifest.json")):
             try:
-                out.append((mp.parent, json.loads(mp.read_text())))
-            except (OSError, json.JSONDecodeError):
-                out.append((mp.parent, {"status": "unreadable", "key": "?"}))
+                m = json.loads(mp.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                m = None
+            out.append((mp.parent, m if isinstance(m, dict) else {"status": "unreadable", "key": "?"}))
         return out
 
     def find(self, key_prefix: str) -> StoreEntry:

@@ -8,6 +8,7 @@ skipped bad images), the protocol card and its deviations, and package versions.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -23,9 +24,14 @@ DEFAULT_RESULTS = Path("results") / "records.jsonl"
 
 
 def versions() -> dict[str, str]:
-    """Versions of what changes the numbers."""
+    """Versions of what changes the numbers.
+
+    Read from package metadata where the module is not loaded yet: importing scikit-learn only to learn its
+    version costs seconds, and every feature-store manifest records these.
+    """
+    import sys
+
     import numpy
-    import sklearn
     import torch
     import torchvision
 
@@ -35,10 +41,21 @@ def versions() -> dict[str, str]:
         "cnnbase": __version__,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "sklearn": sklearn.__version__,
+        "sklearn": _version_of("sklearn", "scikit-learn") if "sklearn" not in sys.modules else sys.modules["sklearn"].__version__,
         "numpy": numpy.__version__,
         "python": platform.python_version(),
     }
+
+
+def _version_of(module: str, dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        import importlib
+
+        return str(getattr(importlib.import_module(module), "__version__", "unknown"))
 
 
 def new_record(**fields: Any) -> dict[str, Any]:
@@ -52,18 +69,34 @@ def new_record(**fields: Any) -> dict[str, Any]:
 
 
 def append_record(record: dict[str, Any], path: str | os.PathLike[str] | None = None) -> Path:
-    """Append ``record`` as one line; concurrent writers are serialised by a lock, the line is fsynced."""
+    """Append ``record`` as one line; concurrent writers are serialised by a lock, the line is fsynced.
+
+    The line goes out in one ``write`` on an ``O_APPEND`` descriptor while holding an exclusive ``flock``, so
+    concurrent appenders (processes or threads) never interleave. If a crash left the file ending in a partial
+    line, a newline is written first: the damaged line stays on its own (``read_records`` names it) instead of
+    swallowing this record.
+    """
     p = Path(path) if path else DEFAULT_RESULTS
-    p.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=False, default=_jsonable) + "\n"
-    with open(p, "a", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    line = (json.dumps(record, sort_keys=False, default=_jsonable) + "\n").encode("utf-8")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CnnbaseError(f"cannot open results file {p}: {exc.strerror or exc}; pass --results FILE in a writable folder") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # isolate a partial line left by a crash
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as exc:
+        what = "disk full" if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) else exc.strerror or str(exc)
+        raise CnnbaseError(f"cannot append to results file {p} ({what}); the record of this run was not saved, fix and rerun") from None
+    finally:
+        os.close(fd)  # closing releases the lock
     return p
 
 
@@ -85,11 +118,16 @@ def read_records(path: str | os.PathLike[str] | None = None) -> list[dict[str, A
     if not p.is_file():
         raise CnnbaseError(f"no results file {p}; run `cnnbase evaluate ...` first or pass --results FILE")
     out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
+    for n, raw in enumerate(p.read_bytes().split(b"\n"), 1):
+        if not raw.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise CnnbaseError(f"{p}:{n}: not a JSON record; remove or repair that line") from None
+            rec = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            rec = None
+        if not isinstance(rec, dict):
+            raise CnnbaseError(
+                f"{p}:{n}: not a JSON record (a run that crashed while writing?); remove or repair that line"
+            ) from None
+        out.append(rec)
     return out
