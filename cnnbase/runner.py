@@ -161,6 +161,8 @@ def extract(
         precisions = resolve_precision(c, bb, ds, split, names, o)
         split_entries = {n: c.store.entry(feature_fields(bb, n, ds, split, replace(o, precision=precisions[n][0]))) for n in names}
         entries.extend(split_entries.values())
+        if o.on_bad_image == "fail":
+            _refuse_skipped(split_entries.values(), samples)
         todo = {n: e for n, e in split_entries.items() if not e.complete}
         if not todo:
             continue
@@ -174,6 +176,28 @@ def extract(
                 if group:
                     _extract_group(c, bb, bb_pre, ds, split, samples, group, precisions, o, jitter, workers, compile_, precision)
     return entries
+
+
+def _refuse_skipped(entries, samples) -> None:  # type: ignore[no-untyped-def]
+    """Under ``--on-bad-image fail``, features stored by an earlier ``skip`` run (complete or in kept shards) are not
+    silently reused: their bad images are listed as an error."""
+    from .errors import CnnbaseError
+
+    bad: dict[int, str] = {}
+    for e in entries:
+        m = e.manifest() or {}
+        listed = list(m.get("skipped", []))
+        if m.get("status") == "partial":
+            for meta_p in sorted((e.path / "shards").glob("*.json")):
+                if meta_p.stem.isdigit():
+                    listed.extend((e.shard_meta(int(meta_p.stem)) or {}).get("skipped", []))
+        bad.update({int(s["index"]): s["reason"] for s in listed})
+    if bad:
+        shown = "; ".join(f"{samples[i].path}: {r}" for i, r in sorted(bad.items())[:20])
+        raise CnnbaseError(
+            f"{len(bad)} bad image(s) were skipped by an earlier --on-bad-image skip run: {shown}; fix them and delete "
+            "the store entry, or rerun with --on-bad-image skip"
+        )
 
 
 def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitter, workers, compile_, precision):  # type: ignore[no-untyped-def]
@@ -222,7 +246,8 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
             from .cli._console import err_console
 
             err_console.print(
-                f"[yellow]warning[/]: {len(skipped)} bad image(s) skipped in {ds.name}/{split} (listed in {e.manifest_path})"
+                f"[yellow]warning[/]: {len(skipped)} bad image(s) skipped in {ds.name}/{split} (listed in {e.manifest_path})",
+                soft_wrap=True,
             )
 
 

@@ -103,7 +103,7 @@ def test_killed_extraction_resumes_bitwise_identical(
     rc = c.wait()
 
     # what the kill left behind
-    if sig == signal.SIGINT:
+    if sig in (signal.SIGINT, signal.SIGTERM):  # the CLI turns SIGTERM into the same clean interrupt as Ctrl-C
         assert rc == 130
         lines = [ln for ln in c.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("interrupted") and "Traceback" not in c.stderr, c.stderr

@@ -168,3 +168,13 @@ def test_find_by_key_prefix(tmp_path: Path, random_folder: Path) -> None:
     assert ctx.store.find(e.key[:8]).path == e.path
     with pytest.raises(StoreError):
         ctx.store.find("zzzzzzzz")
+
+
+def test_fail_mode_does_not_reuse_features_stored_with_skip(tmp_path: Path, random_folder: Path) -> None:
+    from dataclasses import replace
+
+    (random_folder / "b" / "bad.jpg").write_bytes(b"")
+    ctx = _ctx(tmp_path)
+    extract("tiny_cnn", str(random_folder), splits=["all"], opts=replace(OPTS, on_bad_image="skip"), ctx=ctx)
+    with pytest.raises(CnnbaseError, match="1 bad image.*earlier --on-bad-image skip run.*bad.jpg: empty file"):
+        extract("tiny_cnn", str(random_folder), splits=["all"], opts=OPTS, ctx=ctx)

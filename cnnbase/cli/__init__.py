@@ -64,7 +64,14 @@ for _mod in _COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM (a scheduler's kill) is handled like Ctrl-C: writes in flight are cleaned
+    up and the resume hint is printed (exit 130)."""
+    import signal
+
+    def _term(signum, frame):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
     app()
 
 
