@@ -326,9 +326,14 @@ def _run_probe(bb, pre, samples, layers, o, fast):  # type: ignore[no-untyped-de
 
     from .features.extract import _ViewsDataset, fidelity, passes, probe_sample
 
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .features.extract import default_workers
+
     idx = probe_sample(len(samples))
     dset = _ViewsDataset(samples, pre, JitterSpec.parse("none"))
-    views = [dset[i][1] for i in idx]
+    with ThreadPoolExecutor(max_workers=2 * default_workers()) as pool:  # Pillow decodes without the GIL
+        views = [v for _, v in pool.map(dset.__getitem__, idx)]
     x = torch.cat([v for v in views if not isinstance(v, str)]) if any(not isinstance(v, str) for v in views) else None
     nodes = {n: bb.resolve_layer(n).node for n in layers}
     if x is None:
