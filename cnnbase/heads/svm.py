@@ -18,26 +18,27 @@ by objective value.
 
 * ``"liblinear"``: the reference, one ``LinearSVC`` per binary problem, per C and per fold (``dual=True``
   when the training set has fewer samples than features or the loss is the hinge, as liblinear advises;
-  primal otherwise). ``n_jobs`` runs problems in parallel with joblib.
-* ``"torch"``: squared hinge only. A batched, exact (generalised-Hessian) Newton method that solves every
-  binary problem of a fit together, in float32, with one conjugate-gradient inner solver per Newton step and
-  an exact line search on the piecewise-quadratic objective along the step. All binary problems × all CV
-  folds advance together as the columns of one matrix, so the work is large matrix products and the
-  parallelism comes from the BLAS (``torch.get_num_threads()`` threads). Two forms of the same iteration:
+  primal otherwise; ``random_state=seed``). ``n_jobs`` runs problems in parallel with joblib.
+* ``"torch"``: squared hinge only, float32. A batched Newton-CG method (liblinear's primal TRON without the
+  trust region: generalised-Hessian Newton steps, each solved by conjugate gradients to 10% of the gradient
+  norm, followed by an *exact* line search on the piecewise-quadratic objective). Every binary problem of a
+  fit advances together as one column of a matrix, so the work is a few large matrix products per CG step
+  and the parallelism is the BLAS's (``torch.get_num_threads()`` threads; one thread while the fit runs when
+  its products are under ~64 MFLOP, where threads only cost synchronisation). Two forms of the same iterates:
 
-  - *primal* (``w``-space, TRON-like Newton-CG with a Jacobi preconditioner), used for one-vs-rest when the
-    training set has more samples than ~1.5x the features;
-  - *kernel* (``w = sum_i beta_i x_i``, Chapelle 2007 "Training a support vector machine in the primal",
-    each Newton step solves ``(K_II + diag(1 / (2 c_I))) beta_I = y_I`` on the active set ``I`` by CG), used
-    for one-vs-rest with fewer samples (one shared Gram matrix ``K = X X^T + s^2`` for every problem, C and
-    fold) and always for one-vs-one, where each pair only sees its two classes' samples: the pair's Gram
+  - *primal* (``w``-space, products with ``X``): one-vs-rest with more than ``2 d`` training samples
+    (e.g. jittered views) or a Gram matrix too large for memory;
+  - *kernel* (``w = X^T beta``; CG in the ``K``-inner product so that each step costs one product with a
+    Gram matrix ``K = X X^T + s^2``): one-vs-rest otherwise (each CV fold is solved on its own training rows,
+    ``K[T_k, T_k]``) and always one-vs-one, where a pair only sees its two classes' samples: each pair's Gram
     block is gathered from ``K`` and pairs are solved in batches (19,900 pairs for 200 classes).
 
-  The C grid is walked from small to large C with warm starts (one-vs-rest) or solved as extra columns of
-  the same batch (one-vs-one, where the cost is reading the Gram blocks, not the arithmetic). The final model
-  at the chosen C starts from the mean of the fold solutions. Stopping rule (per problem):
-  ``||grad f(w)|| <= tol * ||grad f(0)||`` in ``w``-space (liblinear's primal criterion, without its
-  class-balance factor), at most ``max_iter`` Newton steps.
+  One-vs-rest walks the C grid from small to large C with warm starts; one-vs-one solves all C values as
+  extra columns of the same batch (its cost is memory traffic, not arithmetic). The final model at the
+  chosen C starts from the mean of the fold solutions. Stopping rule, per problem:
+  ``||grad f(w)|| <= tol * ||w||`` (the Hessian is ``>= I``, so this bounds the relative error of ``w`` by
+  ``tol``), or the objective stops decreasing at float32's resolution (at large C, ``2 C * eps`` times the
+  scores bounds how small the computed gradient can get), or ``max_iter`` Newton steps.
 * ``"auto"``: ``"torch"`` for the squared hinge, ``"liblinear"`` for the hinge (the torch solver does not
   implement the non-smooth hinge; a hinge with ``solver="torch"`` is a ConfigError).
 
@@ -49,11 +50,11 @@ over all pairs trained without their fold, and the C with the best held-out mult
 ``cv_scope="problem"`` instead picks a C per pair with the binary ``scoring`` (default accuracy) on the pair's
 held-out samples. Ties between C values go to the **smaller C**; a fold whose training or held-out part lacks
 one of the two labels is skipped (NaN); a problem whose every fold is NaN takes the C that is best on average
-over the other problems. Folds are deterministic given ``seed``: groups (the jittered views of one image) are
-shuffled with ``numpy.random.default_rng(seed)``, sorted by label and dealt round-robin, so every fold gets a
-stratified share and a group never straddles two folds. One-vs-rest multilabel problems are stratified per
-class (each class has its own fold assignment, as VISSL runs one ``cross_val_score`` per class); multiclass
-problems share one assignment stratified by class.
+over the other problems. All problems share **one fold assignment**, deterministic given ``seed``
+(:func:`cv_fold_ids`): groups (the jittered views of one image) are shuffled with
+``numpy.random.default_rng(seed)``, sorted by stratum and dealt round-robin, so every stratum is spread evenly
+and a group never straddles two folds. The stratum is the class (multiclass) or, for multilabel targets,
+the sample's rarest positive class and then its label set, which spreads every rare class evenly.
 
 **Voting (one-vs-one).** Pairs are ``(a, b)`` for ``a < b`` in lexicographic order (as sklearn's SVC); a
 decision value ``> 0`` is a vote for ``a``, ``<= 0`` for ``b``. The class with most votes wins; ties go to
@@ -69,6 +70,7 @@ readable with ``np.load(path, allow_pickle=False)``. Nothing is pickled. A ``sco
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -77,7 +79,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -115,10 +117,11 @@ _CG_RTOL = 0.1  # inner CG stops when its residual is below this fraction of the
 _CG_MAXITER = 200  # per Newton step; a truncated step is still a descent step
 _STALL = 3  # stop after this many Newton steps without a relative objective decrease of _STALL_RTOL
 _STALL_RTOL = 1e-6  # (float32's floor: at large C, tol on the gradient can be out of reach)
-_LS_MAXITER = 30  # safeguarded Newton iterations of the exact line search
+_DECREMENT_RTOL = 1e-7  # a Newton step predicted to gain less than this fraction of the objective is the last
 _GRAM_MAX_BYTES = 4 << 30  # above this, one-vs-one gathers each pair's Gram block from X instead of K
 _CHUNK_BYTES = 256 << 20  # memory per batch of one-vs-one pairs
 _PREDICT_ROWS = 4096  # rows per block in decision_function / voting
+_PARALLEL_MIN_FLOP = 64e6  # below this per matrix product, the torch solver runs on one thread (see _threads)
 
 
 # ============================================================================================ parameters
@@ -132,7 +135,9 @@ def _options(*values: object) -> Callable[[object], bool]:
     return check
 
 
-def _number(kind: type, low: float, high: float | None = None, *, open_low: bool = False) -> Callable[[object], bool]:
+def _number(
+    kind: type, low: float, high: float | None = None, *, open_low: bool = False
+) -> Callable[[object], bool]:
     def check(v: object) -> bool:
         if isinstance(v, bool) or not isinstance(v, kind):
             return False
@@ -140,7 +145,9 @@ def _number(kind: type, low: float, high: float | None = None, *, open_low: bool
         return math.isfinite(v) and (v > low if open_low else v >= low) and (high is None or v <= high)
 
     word = "an integer" if kind is Integral else "a number"
-    check.__doc__ = f"{word} {'>' if open_low else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+    check.__doc__ = f"{word} {'>' if open_low else '>='} {low:g}" + (
+        f" and <= {high:g}" if high is not None else ""
+    )
     return check
 
 
@@ -156,7 +163,7 @@ def _c_grid(v: object) -> bool:
         return True
     if isinstance(v, (str, bytes)) or not isinstance(v, (Sequence, np.ndarray)):
         return False
-    return len(v) > 0 and all(pos(c) or (isinstance(c, np.floating | np.integer) and pos(float(c))) for c in v)
+    return len(v) > 0 and all(pos(c) for c in v)
 
 
 def _class_weight(v: object) -> bool:
@@ -178,7 +185,9 @@ def _callable(v: object) -> bool:
 # ============================================================================================ folds
 
 
-def cv_fold_ids(strata: np.ndarray, n_splits: int, *, groups: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+def cv_fold_ids(
+    strata: np.ndarray, n_splits: int, *, groups: np.ndarray | None = None, seed: int = 0
+) -> np.ndarray:
     """Deterministic stratified, group-aware fold assignment.
 
     Groups (default: one per sample) are shuffled with ``numpy.random.default_rng(seed)``, stably sorted by
@@ -186,7 +195,8 @@ def cv_fold_ids(strata: np.ndarray, n_splits: int, *, groups: np.ndarray | None 
     split as evenly as possible and all samples of a group land in the same fold.
 
     Args:
-        strata: ``(n,)`` labels to stratify on (class index, or ``{1, -1, 0}`` for one binary problem).
+        strata: ``(n,)`` labels to stratify on (class indices), or ``(n, n_classes)`` multilabel targets
+            (``{1, -1, 0}``): then each sample's stratum is its rarest positive class, then its label set.
         n_splits: number of folds (>= 2, at most the number of groups).
         groups: ``(n,)`` group ids; samples sharing an id share a fold.
         seed: seed of the shuffle.
@@ -198,7 +208,8 @@ def cv_fold_ids(strata: np.ndarray, n_splits: int, *, groups: np.ndarray | None 
         >>> cv_fold_ids(np.array([0, 0, 0, 1, 1, 1]), 3, seed=0).tolist().count(0)
         2
     """
-    strata = np.asarray(strata).reshape(-1)
+    strata = np.asarray(strata)
+    strata = _multilabel_strata(strata) if strata.ndim == 2 else strata.reshape(-1)
     n = strata.shape[0]
     if groups is None:
         inverse = np.arange(n)
@@ -217,6 +228,20 @@ def cv_fold_ids(strata: np.ndarray, n_splits: int, *, groups: np.ndarray | None 
     fold_of_group = np.empty(n_groups, dtype=np.int8)
     fold_of_group[order] = np.arange(n_groups) % n_splits
     return fold_of_group[inverse]
+
+
+def _multilabel_strata(Y: np.ndarray) -> np.ndarray:
+    """Strata for one fold assignment shared by all classes: rarest positive class, then the whole label set.
+
+    Strata are dealt to the folds in sorted order, so keying first on the rarest positive class spreads every
+    rare class evenly, and the label set as a second key spreads the co-occurring frequent classes within it.
+    """
+    pos = Y > 0
+    freq = pos.sum(0)
+    rank = np.argsort(np.argsort(freq, kind="stable"), kind="stable")  # 0 = rarest class
+    rarest = np.where(pos, rank[None, :], Y.shape[1]).min(axis=1)
+    keys = np.column_stack([rarest, np.packbits(pos[:, np.argsort(rank)], axis=1)])
+    return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
 
 
 # ============================================================================================ scoring
@@ -272,21 +297,23 @@ def _cg(
     it = 0
     while it < maxiter and bool(active.any()):
         ap = matvec(p)
-        alpha = torch.where(active, rr / (p * ap).sum(-2).clamp_min(tiny), 0.0).unsqueeze(-2)
-        x.add_(alpha * p)
-        ax.add_(alpha * ap)
-        r.sub_(alpha * ap)
-        rr_new = (r * r).sum(-2)
+        alpha = torch.where(active, rr / torch.linalg.vecdot(p, ap, dim=-2).clamp_min(tiny), 0.0).unsqueeze(
+            -2
+        )
+        x.addcmul_(alpha, p)
+        ax.addcmul_(alpha, ap)
+        r.addcmul_(alpha, ap, value=-1)
+        rr_new = torch.linalg.vecdot(r, r, dim=-2)
         active = active & (rr_new.sqrt() > thresh)
         beta = torch.where(active, rr_new / rr.clamp_min(tiny), 0.0).unsqueeze(-2)
-        p = r + beta * p
+        p = torch.addcmul(r, beta, p)
         rr = rr_new
         it += 1
     return x, ax, it
 
 
 def _cg_kernel(
-    G: torch.Tensor, D: torch.Tensor, u: torch.Tensor, Gu: torch.Tensor, thresh: torch.Tensor, maxiter: int
+    G: _Gram, D: torch.Tensor, u: torch.Tensor, Gu: torch.Tensor, thresh: torch.Tensor, maxiter: int
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The w-space Newton system ``(I + 2 X^T D X) s = -X^T u`` solved by CG in kernel coordinates.
 
@@ -309,51 +336,93 @@ def _cg_kernel(
     active = rr.clamp_min(0).sqrt() > thresh
     it = 0
     while it < maxiter and bool(active.any()):
-        eta = pi + 2 * D * gpi  # coefficients of H p
-        alpha = torch.where(active, rr / (gpi * eta).sum(-2).clamp_min(tiny), 0.0).unsqueeze(-2)
-        geta = gpi + 2 * (G @ (D * gpi))
-        sigma.add_(alpha * pi)
-        gsigma.add_(alpha * gpi)
-        rho.sub_(alpha * eta)
-        grho.sub_(alpha * geta)
-        rr_new = (rho * grho).sum(-2)
+        dg = D * gpi
+        eta = torch.add(pi, dg, alpha=2)  # coefficients of H p
+        alpha = torch.where(
+            active, rr / torch.linalg.vecdot(gpi, eta, dim=-2).clamp_min(tiny), 0.0
+        ).unsqueeze(-2)
+        geta = torch.add(gpi, G.mm(dg), alpha=2)
+        sigma.addcmul_(alpha, pi)
+        gsigma.addcmul_(alpha, gpi)
+        rho.addcmul_(alpha, eta, value=-1)
+        grho.addcmul_(alpha, geta, value=-1)
+        rr_new = torch.linalg.vecdot(rho, grho, dim=-2)
         active = active & (rr_new.clamp_min(0).sqrt() > thresh)
         beta = torch.where(active, rr_new / rr.clamp_min(tiny), 0.0).unsqueeze(-2)
-        pi = rho + beta * pi
-        gpi = grho + beta * gpi
+        pi = torch.addcmul(rho, beta, pi)
+        gpi = torch.addcmul(grho, beta, gpi)
         rr = rr_new
         it += 1
     return sigma, gsigma, it
 
 
-def _line_search(m0: torch.Tensor, dm: torch.Tensor, cw: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+def _line_search(
+    m0: torch.Tensor, dm: torch.Tensor, cw: torch.Tensor, b: torch.Tensor, e: torch.Tensor
+) -> torch.Tensor:
     """Exact minimiser over t >= 0 of phi(t) = t*b + t^2*e/2 + sum cw * max(0, m0 + t*dm)^2 (per column).
 
-    phi' is piecewise linear and increasing; safeguarded Newton from t = 1 (the full Newton step) with a
-    bracket, so it converges in a few iterations whatever the kinks.
+    phi' is piecewise linear and increasing, with a kink where a sample's margin term switches on or off
+    (t = -m0/dm). If the root of phi' on the first piece comes before the first kink, that is the answer
+    (the usual case near convergence); otherwise the kinks are sorted and the slope and intercept of phi'
+    accumulated over them (float64), and the root lies in the first piece whose right end has phi' >= 0.
+    Reductions run over dim -2 (the samples).
     """
-    t = torch.ones_like(b)
-    lo = torch.zeros_like(b)
-    hi = torch.full_like(b, math.inf)
-    for _ in range(_LS_MAXITER):
-        m = m0 + t.unsqueeze(-2) * dm
-        cwa = cw * (m > 0)
-        d1 = b + t * e + 2 * (cwa * dm * m).sum(-2)
-        d2 = e + 2 * (cwa * dm * dm).sum(-2)
-        lo = torch.where(d1 < 0, t, lo)
-        hi = torch.where(d1 > 0, t, hi)
-        tn = t - d1 / d2.clamp_min(torch.finfo(b.dtype).tiny)
-        inside = (tn > lo) & (tn < hi)
-        tn = torch.where(inside, tn, torch.where(torch.isfinite(hi), 0.5 * (lo + hi), 2 * t))
-        tn = torch.where(d1 == 0, t, tn)
-        step = (tn - t).abs().max()
-        t = tn
-        if float(step) <= 1e-6 * max(1.0, float(t.abs().max())):
-            break
-    return t
+    dt = torch.float64
+    w = 2 * cw
+    on = w > 0
+    act0 = on & (m0 > 0)
+    alpha0 = b.to(dt) + (w * dm * m0 * act0).sum(-2, dtype=dt)  # phi'(t) = alpha + t * beta between kinks
+    beta0 = e.to(dt) + (w * dm * dm * act0).sum(-2, dtype=dt)
+    enter = on & (m0 <= 0) & (dm > 0)
+    leave = act0 & (dm < 0)
+    event = enter | leave
+    kink = torch.where(event, -m0 / torch.where(event, dm, 1.0), math.inf)
+    t = torch.where(beta0 > 0, -alpha0 / torch.where(beta0 > 0, beta0, 1.0), 0.0).clamp_min(0)
+    hard = t > kink.amin(-2)
+    if bool(hard.any()):
+        t[hard] = _line_search_sorted(
+            *(torch.movedim(a, -2, 0)[:, hard] for a in (m0, dm, w, enter, leave, kink)),
+            alpha0[hard],
+            beta0[hard],
+        )
+    return t.to(b.dtype)
 
 
-def _update_stall(stall: torch.Tensor, best: torch.Tensor, obj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _line_search_sorted(
+    m0: torch.Tensor,
+    dm: torch.Tensor,
+    w: torch.Tensor,
+    enter: torch.Tensor,
+    leave: torch.Tensor,
+    kink: torch.Tensor,
+    alpha0: torch.Tensor,
+    beta0: torch.Tensor,
+) -> torch.Tensor:
+    """The general case of :func:`_line_search` on ``(n, N)`` columns: sort the kinks, find the piece."""
+    dt = torch.float64
+    m0, dm, w = m0.to(dt), dm.to(dt), w.to(dt)
+    sign = enter.to(dt) - leave.to(dt)
+    kink, order = torch.sort(kink.to(dt), dim=0)
+    alpha = torch.cumsum(torch.gather(sign * w * dm * m0, 0, order), 0) + alpha0
+    beta = torch.cumsum(torch.gather(sign * w * dm * dm, 0, order), 0) + beta0
+    alpha = torch.cat([alpha0[None], alpha])  # piece k = [kink_k, kink_k+1), kink_0 = 0
+    beta = torch.cat([beta0[None], beta])
+    lo = torch.cat([torch.zeros_like(kink[:1]), kink])
+    hi = torch.cat([kink, torch.full_like(kink[:1], math.inf)])
+    finite = torch.isfinite(hi)
+    slope_hi = torch.where(
+        finite, alpha + torch.where(finite, hi, 0.0) * beta, torch.where(beta > 0, math.inf, alpha)
+    )
+    k = torch.argmax((slope_hi >= 0).to(torch.int8), dim=0, keepdim=True)
+    a_k, b_k = torch.gather(alpha, 0, k)[0], torch.gather(beta, 0, k)[0]
+    lo_k, hi_k = torch.gather(lo, 0, k)[0], torch.gather(hi, 0, k)[0]
+    t = torch.where(b_k > 0, -a_k / torch.where(b_k > 0, b_k, 1.0), lo_k)
+    return torch.minimum(torch.maximum(t, lo_k), hi_k).clamp_min(0)
+
+
+def _update_stall(
+    stall: torch.Tensor, best: torch.Tensor, obj: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Count consecutive Newton steps that lowered the objective by less than float32 can resolve.
 
     At large C the gradient cannot be computed to better than ~``2 C * eps * |scores|``, so ``tol`` may be out
@@ -411,10 +480,21 @@ def _newton_primal(
             W[:, act], z[:, act] = Wa, za
             keep = ~done
             act, Wa, za, Ya, Ca, m0, D, g, gn, stall, best = (
-                act[keep], Wa[:, keep], za[:, keep], Ya[:, keep], Ca[:, keep], m0[:, keep], D[:, keep], g[:, keep],
-                gn[keep], stall[keep], best[keep],
+                act[keep],
+                Wa[:, keep],
+                za[:, keep],
+                Ya[:, keep],
+                Ca[:, keep],
+                m0[:, keep],
+                D[:, keep],
+                g[:, keep],
+                gn[keep],
+                stall[keep],
+                best[keep],
             )
         s, _, _ = _cg(lambda V, D=D: V + 2 * (X.T @ (D * (X @ V))), -g, _CG_RTOL * gn, _CG_MAXITER)
+        # Newton decrement -g.s ~ twice the remaining objective gap: below float32's resolution, this is the last step
+        stall = torch.where(-(g * s).sum(0) <= _DECREMENT_RTOL * best, _STALL, stall)
         dz = X @ s
         dm = -Ya * dz
         t = _line_search(m0, dm, Ca, (Wa * s).sum(0), (s * s).sum(0))
@@ -425,8 +505,40 @@ def _newton_primal(
     return W, z, n_iter, conv
 
 
+class _Gram:
+    """Products with the Gram matrices of a batch of kernel-form problems.
+
+    Two layouts of the problem state (coefficients, scores, labels, costs):
+
+    * ``cols`` (a few large Gram matrices, e.g. one per CV fold): state ``(m, Q)``, column ``c`` belongs to
+      group ``grp[c]``; a product is one matrix product per group, and columns leave the batch one by one.
+    * ``batch`` (many small Gram blocks, e.g. one per one-vs-one pair): state ``(P, m, q)``, a product is one
+      batched product; groups leave the batch when all their columns are done.
+    """
+
+    def __init__(self, G: torch.Tensor, grp: torch.Tensor | None = None) -> None:
+        self.G = G
+        self.cols = grp is not None
+        self.grp = grp
+        if grp is not None:
+            self._parts = [(g, torch.nonzero(grp == g).squeeze(1)) for g in torch.unique(grp).tolist()]
+
+    def mm(self, V: torch.Tensor) -> torch.Tensor:
+        if not self.cols:
+            return self.G @ V
+        if len(self._parts) == 1:
+            return self.G[self._parts[0][0]] @ V
+        out = torch.empty_like(V)
+        for g, idx in self._parts:
+            out[:, idx] = self.G[g] @ V[:, idx]
+        return out
+
+    def keep(self, keep: torch.Tensor) -> _Gram:
+        return _Gram(self.G, self.grp[keep]) if self.cols else _Gram(self.G[keep])
+
+
 def _newton_kernel(
-    G: torch.Tensor,
+    G: _Gram,
     Y: torch.Tensor,
     Cw: torch.Tensor,
     B0: torch.Tensor | None,
@@ -434,78 +546,81 @@ def _newton_kernel(
     tol: float,
     max_iter: int,
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
-    """Squared-hinge SVMs in kernel form ``w = X^T beta``, batched over groups and columns.
+    """Squared-hinge SVMs in kernel form ``w = X^T beta``, batched over Gram matrices and columns.
 
     The same Newton-CG iteration as :func:`_newton_primal` (same iterates, same stopping rule), written in
-    the coefficients ``beta`` so that only products with the Gram matrices ``G`` are needed
-    (see :func:`_cg_kernel`).
+    the coefficients ``beta`` so that only products with the Gram matrices are needed (see
+    :func:`_cg_kernel`).
 
     Args:
-        G: ``(P, m, m)`` Gram matrices (bias ``s^2`` included), one per group (``P = 1`` for one-vs-rest).
-        Y: ``(P, m, q)`` labels in ``{1, -1}`` (anything where ``Cw == 0``).
-        Cw: ``(P, m, q)`` per-sample costs, 0 = not in that problem's training set.
-        B0: ``(P, m, q)`` warm start or None.
+        G: the Gram matrices (bias ``s^2`` included) and the layout, see :class:`_Gram`.
+        Y: labels in ``{1, -1}`` (anything where ``Cw == 0``), ``(m, Q)`` or ``(P, m, q)``.
+        Cw: per-sample costs, 0 = not in that problem's training set; same shape.
+        B0: warm start or None; same shape.
 
     Returns:
-        ``beta (P, m, q)``, scores ``G @ beta``, Newton iterations ``(P, q)``, converged ``(P, q)``.
-        Finished columns (``P == 1``) or groups (``P > 1``) leave the batch.
+        ``beta``, scores ``G beta`` (same shape as ``Y``), Newton iterations and converged flags (``(Q,)`` or
+        ``(P, q)``).
     """
-    P, m, q = Y.shape
     B = torch.zeros_like(Y) if B0 is None else B0.clone()
-    f = torch.zeros_like(Y) if B0 is None else G @ B
-    n_iter = np.zeros((P, q), dtype=np.int64)
-    conv = np.zeros((P, q), dtype=bool)
-    by_col = P == 1
-    act = torch.arange(q if by_col else P)
+    f = torch.zeros_like(Y) if B0 is None else G.mm(B)
+    shape = Y.shape[-1:] if G.cols else Y.shape[:1] + Y.shape[2:]
+    n_iter = np.zeros(shape, dtype=np.int64)
+    conv = np.zeros(shape, dtype=bool)
+    act = torch.arange(shape[0])  # active columns (cols layout) or groups (batch layout)
+    acol = torch.arange(shape[-1])  # batch layout: active columns (done in every active group = dropped)
 
     def put(dst: torch.Tensor, src: torch.Tensor) -> None:
-        if by_col:
-            dst[:, :, act] = src
+        if G.cols:
+            dst[..., act] = src
         else:
-            dst[act] = src
+            part = dst[act]
+            part[..., acol] = src
+            dst[act] = part
+
+    def where_act() -> tuple[np.ndarray, ...]:
+        return (act.numpy(),) if G.cols else np.ix_(act.numpy(), acol.numpy())
 
     Ga, Ba, fa, Ya, Ca = G, B, f, Y, Cw
-    stall = torch.zeros((P, q), dtype=torch.int64)
-    best = torch.full((P, q), math.inf)
+    stall = torch.zeros(shape, dtype=torch.int64)
+    best = torch.full(shape, math.inf)
     for it in range(max_iter + 1):
         if it:
-            fa = Ga @ Ba  # exact scores each Newton step (no drift from the CG recurrences)
+            fa = Ga.mm(Ba)  # exact scores each Newton step (no drift from the CG recurrences)
         m0 = 1 - Ya * fa
         D = Ca * (m0 > 0)
         u = Ba - 2 * D * m0 * Ya  # gradient = X^T u
-        Gu = Ga @ u
+        Gu = Ga.mm(u)
         gn = (u * Gu).sum(-2).clamp_min(0).sqrt()
         wn2 = (Ba * fa).sum(-2).clamp_min(0)
         stall, best = _update_stall(stall, best, 0.5 * wn2 + (D * m0 * m0).sum(-2))
         done = (gn <= tol * wn2.sqrt()) | (Ca.sum(-2) == 0) | (stall >= _STALL)
-        if by_col:
-            conv[0, act.numpy()] |= done[0].numpy()
-        else:
-            conv[act.numpy()] |= done.numpy()
+        conv[where_act()] |= done.numpy()
         if it == max_iter or bool(done.all()):
             break
-        keep = ~done[0] if by_col else ~done.all(dim=1)
-        if not bool(keep.all()):
+        keep = ~done if G.cols else ~done.all(dim=1)
+        keep_col = None if G.cols else ~done.all(dim=0)
+        if not bool(keep.all()) or (keep_col is not None and not bool(keep_col.all())):
             put(B, Ba)
             put(f, fa)
-            act = act[keep]
-            if by_col:
-                Ba, fa, Ya, Ca, m0, D, u, Gu = (a[:, :, keep] for a in (Ba, fa, Ya, Ca, m0, D, u, Gu))
-                gn, done, stall, best = (a[:, keep] for a in (gn, done, stall, best))
+            state = (Ba, fa, Ya, Ca, m0, D, u, Gu, gn, done, stall, best)
+            if G.cols:
+                act = act[keep]
+                Ga = Ga.keep(keep)
+                state = tuple(a[..., keep] for a in state)
             else:
-                Ga, Ba, fa, Ya, Ca, m0, D, u, Gu, gn, done, stall, best = (
-                    a[keep] for a in (Ga, Ba, fa, Ya, Ca, m0, D, u, Gu, gn, done, stall, best)
-                )
+                act, acol = act[keep], acol[keep_col]
+                Ga = Ga.keep(keep)
+                state = tuple(a[keep][..., keep_col] for a in state)
+            Ba, fa, Ya, Ca, m0, D, u, Gu, gn, done, stall, best = state
         sigma, gsigma, _ = _cg_kernel(Ga, D, u, Gu, _CG_RTOL * gn, _CG_MAXITER)
-        dm = -Ya * gsigma
-        t = _line_search(m0, dm, Ca, (fa * sigma).sum(-2), (sigma * gsigma).sum(-2))
+        # Newton decrement -g.s ~ twice the remaining objective gap: below float32's resolution, this is the last step
+        stall = torch.where(-(u * gsigma).sum(-2) <= _DECREMENT_RTOL * best, _STALL, stall)
+        t = _line_search(m0, -Ya * gsigma, Ca, (fa * sigma).sum(-2), (sigma * gsigma).sum(-2))
         t = torch.where(done, 0.0, t).unsqueeze(-2)
         Ba = Ba + t * sigma
         fa = fa + t * gsigma
-        if by_col:
-            n_iter[0, act.numpy()] += 1
-        else:
-            n_iter[act.numpy()] += (~done).numpy()
+        n_iter[where_act()] += (~done).numpy()
     put(B, Ba)
     put(f, fa)
     return B, f, n_iter, conv
@@ -533,6 +648,25 @@ def _costs(Y: torch.Tensor, T: torch.Tensor, C: torch.Tensor, class_weight: obje
     return C * (pos * wp + neg * wn)
 
 
+@contextlib.contextmanager
+def _threads(flop_per_product: float) -> Iterator[None]:
+    """Run on one thread when the solver's matrix products are small, else on ``torch.get_num_threads()``.
+
+    A multi-threaded BLAS call on a ~10 MFLOP product gains nothing, and on a busy machine (a core taken by
+    another process) its thread synchronisation made the whole solve 3-25x slower than on one thread.
+    The caller's setting is restored afterwards (it is process-wide while the fit runs).
+    """
+    before = torch.get_num_threads()
+    want = before if flop_per_product >= _PARALLEL_MIN_FLOP else 1
+    if want != before:
+        torch.set_num_threads(want)
+    try:
+        yield
+    finally:
+        if want != before:
+            torch.set_num_threads(before)
+
+
 # ============================================================================================ the estimator
 
 
@@ -556,7 +690,7 @@ class LinearSVMHead(BaseEstimator):
         intercept_scaling: the constant ``s`` appended to every sample (liblinear's bias feature; its weight
             is regularised like the others).
         solver: ``"auto"``, ``"liblinear"`` or ``"torch"``.
-        tol: stopping tolerance (liblinear's ``tol``; torch: relative gradient norm).
+        tol: stopping tolerance: liblinear's ``tol``; torch: ``||grad|| <= tol * ||w||`` (relative error of w).
         max_iter: liblinear iterations / torch Newton steps per problem.
         seed: seed of the CV folds (and of liblinear's coordinate order).
         n_jobs: liblinear only: parallel jobs over problems (joblib). The torch solver uses
@@ -571,9 +705,10 @@ class LinearSVMHead(BaseEstimator):
         pairs_: ``(n_pairs, 2)`` class indices ``(a, b)``, ``a < b`` (ovo; ``None`` for ovr).
         Cs_: the sorted C grid. C_: ``(n_problems,)`` chosen C. cv_scores_: ``(n_problems, n_C)`` mean CV
         score (``(1, n_C)`` for a global choice; NaN for a fixed C). cv_fold_scores_: the same per fold.
-        fold_ids_: ``(n,)`` or ``(n_problems, n)`` fold of each sample (None for a fixed C).
-        n_iter_, converged_, objective_: per problem of the final fit. multilabel_, n_features_in_, solver_,
-        kernel_form_ (torch form used), fit_time_ (seconds).
+        fold_ids_: ``(n,)`` CV fold of each sample, shared by all problems (None for a fixed C).
+        n_iter_, converged_, objective_: per problem of the final fit (converged: reached ``tol`` or, torch,
+        float32's resolution of the objective; False only when ``max_iter`` ran out). multilabel_,
+        n_features_in_, solver_, kernel_form_ (torch form used), fit_time_ (seconds).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -719,14 +854,20 @@ class LinearSVMHead(BaseEstimator):
         n, d = X.shape
         Y = np.asarray(Y)
         if Y.shape[0] != n:
-            raise ConfigError(f"X has {n} rows but the labels have {Y.shape[0]}; pass one label row per sample")
+            raise ConfigError(
+                f"X has {n} rows but the labels have {Y.shape[0]}; pass one label row per sample"
+            )
         if groups is not None:
             groups = np.asarray(groups).reshape(-1)
             if groups.shape[0] != n:
-                raise ConfigError(f"X has {n} rows but groups has {groups.shape[0]}; pass one group id per sample")
+                raise ConfigError(
+                    f"X has {n} rows but groups has {groups.shape[0]}; pass one group id per sample"
+                )
         if Y.ndim == 2:
             if self.mode != "ovr":
-                raise ConfigError("multilabel targets (2-D Y) need mode='ovr'; one-vs-one needs one class per sample")
+                raise ConfigError(
+                    "multilabel targets (2-D Y) need mode='ovr'; one-vs-one needs one class per sample"
+                )
             if Y.dtype.kind not in "iu" and not (Y.dtype.kind == "f" and np.all(Y == np.round(Y))):
                 raise ConfigError(f"multilabel Y must be integers in {{1, -1, 0}}, got dtype {Y.dtype}")
             if not np.isin(Y, (1, -1, 0)).all():
@@ -737,7 +878,9 @@ class LinearSVMHead(BaseEstimator):
             for j in range(Yb.shape[1]):
                 if not (Yb[:, j] > 0).any() or not (Yb[:, j] < 0).any():
                     which = "positive" if not (Yb[:, j] > 0).any() else "negative"
-                    raise ConfigError(f"class {j} has no {which} training sample; every class needs both to train an SVM")
+                    raise ConfigError(
+                        f"class {j} has no {which} training sample; every class needs both to train an SVM"
+                    )
             self.multilabel_ = True
             self.classes_ = np.arange(Y.shape[1])
             y_idx = None
@@ -753,7 +896,9 @@ class LinearSVMHead(BaseEstimator):
             self.classes_ = classes
             Yb = None
         else:
-            raise ConfigError(f"Y must be (n,) class labels or (n, n_classes) multilabel, got shape {Y.shape}")
+            raise ConfigError(
+                f"Y must be (n,) class labels or (n, n_classes) multilabel, got shape {Y.shape}"
+            )
 
         self.n_features_in_ = d
         self.solver_ = self._resolved_solver()
@@ -773,19 +918,30 @@ class LinearSVMHead(BaseEstimator):
         # Folds
         self.fold_ids_ = None
         if cv:
-            if self.mode == "ovr" and self.multilabel_:  # stratified on {1, -1, 0}: difficult ones spread too
-                self.fold_ids_ = np.stack(
-                    [cv_fold_ids(Y[:, j], self.cv_folds, groups=groups, seed=self.seed) for j in range(Y.shape[1])]
-                )
-            else:
-                self.fold_ids_ = cv_fold_ids(y_idx, self.cv_folds, groups=groups, seed=self.seed)
+            self.fold_ids_ = cv_fold_ids(
+                Y if self.multilabel_ else y_idx, self.cv_folds, groups=groups, seed=self.seed
+            )
 
-        if self.mode == "ovr":
-            fit = self._fit_ovr_torch if self.solver_ == "torch" else self._fit_ovr_liblinear
-            fit(X, Yb)
+        if self.solver_ == "torch":
+            # size of one product of the solver: (n x n) Gram by the classes (ovr), a batch of pair blocks (ovo)
+            if self.mode == "ovr":
+                flop = 2.0 * n * min(n, 2 * d) * n_classes * (self.cv_folds if cv else 1)
+            else:
+                flop = (
+                    2.0
+                    * len(self.pairs_)
+                    * (2 * n / n_classes) ** 2
+                    * (self.cv_folds * self.Cs_.size if cv else 1)
+                )
+            with _threads(flop):
+                if self.mode == "ovr":
+                    self._fit_ovr_torch(X, Yb)
+                else:
+                    self._fit_ovo_torch(X, y_idx)
+        elif self.mode == "ovr":
+            self._fit_ovr_liblinear(X, Yb)
         else:
-            fit = self._fit_ovo_torch if self.solver_ == "torch" else self._fit_ovo_liblinear
-            fit(X, y_idx)
+            self._fit_ovo_liblinear(X, y_idx)
         if not self.converged_.all():
             warnings.warn(
                 f"LinearSVMHead: {int((~self.converged_).sum())} of {self.converged_.size} problems did not reach "
@@ -796,11 +952,6 @@ class LinearSVMHead(BaseEstimator):
         return self
 
     # ------------------------------------------------------------------------------------------ CV helpers
-
-    def _fold_masks(self, n_problems: int) -> np.ndarray:
-        """``(n_problems, n)`` fold ids."""
-        f = self.fold_ids_
-        return np.broadcast_to(f, (n_problems, f.shape[-1])) if f.ndim == 1 else f
 
     def _score_fold(self, scores: np.ndarray, labels: np.ndarray, scorer: Callable[..., float]) -> float:
         """Score one held-out fold; NaN when it lacks one of the two labels."""
@@ -824,7 +975,9 @@ class LinearSVMHead(BaseEstimator):
         choice[~np.isfinite(mean).any(axis=1)] = fallback
         return mean, choice
 
-    def _finish(self, W: np.ndarray, C_idx: np.ndarray, n_iter: np.ndarray, conv: np.ndarray, obj: np.ndarray) -> None:
+    def _finish(
+        self, W: np.ndarray, C_idx: np.ndarray, n_iter: np.ndarray, conv: np.ndarray, obj: np.ndarray
+    ) -> None:
         d = self.n_features_in_
         self.coef_ = np.ascontiguousarray(W[:, :d], dtype=np.float32)
         self.intercept_ = (W[:, d] * float(self.intercept_scaling)).astype(np.float32)
@@ -842,58 +995,82 @@ class LinearSVMHead(BaseEstimator):
         F = self.cv_folds
         nC = self.Cs_.size
         Ylab = torch.from_numpy(Yb.astype(np.float32))  # (n, J) in {1, -1, 0}
-        kernel = n <= 1.5 * p and n * n * 4 <= _GRAM_MAX_BYTES
+        # kernel form: one product with an (n_train x n_train) Gram matrix per CG step instead of two with X;
+        # K plus the fold Grams take about 2.3 n^2 floats
+        kernel = n <= 2 * p and 10 * n * n <= _GRAM_MAX_BYTES
         self.kernel_form_ = bool(kernel)
-        K = (Xt @ Xt.T)[None] if kernel else None
-
-        def solve(Ycols: torch.Tensor, Cw: torch.Tensor, start: torch.Tensor | None):
-            """Returns w-space W (p, q) or kernel beta (n, q), scores (n, q), iterations, converged."""
-            if kernel:
-                B, f, it, cv_ = _newton_kernel(
-                    K, Ycols[None], Cw[None], None if start is None else start[None], tol=self.tol, max_iter=self.max_iter
-                )
-                return B[0], f[0], it[0], cv_[0]
-            return _newton_primal(Xt, Ycols, Cw, start, tol=self.tol, max_iter=self.max_iter)
-
+        K = Xt @ Xt.T if kernel else None
+        opts = {"tol": self.tol, "max_iter": self.max_iter}
         C_idx = np.zeros(J, dtype=np.int64)
         start = None
         if nC > 1:
-            folds = torch.from_numpy(self._fold_masks(J).astype(np.int64))  # (J, n)
-            Ycv = Ylab[:, :, None].expand(n, J, F).reshape(n, J * F)
-            T = (folds.T[:, :, None] != torch.arange(F)[None, None, :]).reshape(n, J * F) & (Ycv != 0)
-            Ycv = torch.where(Ycv == 0, 1.0, Ycv)
+            # column k * J + j = class j trained on the folds other than k
+            folds = self.fold_ids_
+            val = [np.nonzero(folds == k)[0] for k in range(F)]
+            train = [np.nonzero(folds != k)[0] for k in range(F)]
+            if kernel:  # each fold's problem lives on its own training rows: F Gram matrices K[T_k, T_k]
+                m = max(t.size for t in train)
+                rows = torch.zeros(F, m, dtype=torch.int64)
+                valid = torch.zeros(F, m, dtype=torch.bool)
+                for k, t in enumerate(train):
+                    rows[k, : t.size] = torch.from_numpy(t)
+                    valid[k, : t.size] = True
+                op = _Gram(
+                    torch.stack([K[r[:, None], r[None, :]] for r in rows]),
+                    torch.arange(F).repeat_interleave(J),
+                )
+                Ycv = torch.cat([Ylab[rows[k]] * valid[k, :, None] for k in range(F)], dim=1)  # (m, F*J)
+            else:  # w-space: all rows, held-out ones weigh 0
+                fold_t = torch.from_numpy(folds.astype(np.int64))
+                Ycv = torch.cat([Ylab * (fold_t != k)[:, None] for k in range(F)], dim=1)  # (n, F*J)
+            T = Ycv != 0
+            Ysolve = torch.where(T, Ycv, 1.0)
             scorer = self.scoring or _default_ap()
+            trained = ((Ycv > 0).any(0) & (Ycv < 0).any(0)).view(F, J).numpy()
             fold_scores = np.full((J, nC, F), np.nan)
             path = []
             sol = None
             for ci, C in enumerate(self.Cs_):
-                Cw = _costs(torch.where(T, Ycv, 0.0), T, torch.tensor(float(C)), self.class_weight)
-                sol, f, _, _ = solve(Ycv, Cw, sol)
+                Cw = _costs(Ycv, T, torch.tensor(float(C)), self.class_weight)
+                if kernel:
+                    sol, _, _, _ = _newton_kernel(op, Ysolve, Cw, sol, **opts)
+                else:
+                    sol, z, _, _ = _newton_primal(Xt, Ysolve, Cw, sol, **opts)
                 path.append(sol.clone())
-                f_np = f.numpy()
-                for j in range(J):
-                    fj = self.fold_ids_[j] if self.fold_ids_.ndim == 2 else self.fold_ids_
-                    for k in range(F):
-                        col = j * F + k
-                        trained = T[:, col]
-                        if not bool((Ycv[:, col][trained] > 0).any()) or not bool((Ycv[:, col][trained] < 0).any()):
-                            continue
-                        val = fj == k
-                        fold_scores[j, ci, k] = self._score_fold(f_np[val, col], Yb[val, j], scorer)
+                for k in range(F):
+                    cols = slice(k * J, (k + 1) * J)
+                    if kernel:
+                        dec = K[torch.from_numpy(val[k])][:, rows[k]] @ sol[:, cols]
+                    else:
+                        dec = z[torch.from_numpy(val[k]), cols]
+                    dec = dec.numpy()
+                    for j in np.nonzero(trained[k])[0]:
+                        fold_scores[j, ci, k] = self._score_fold(dec[:, j], Yb[val[k], j], scorer)
                 _log.debug("ovr CV C=%g done", C)
             self.cv_scores_, C_idx = self._choose(fold_scores)
             self.cv_fold_scores_ = fold_scores
-            # warm start: mean of the fold solutions at the chosen C
-            # (for the kernel form too: the mean of the fold betas is the mean of the fold w's)
-            start = torch.stack([path[C_idx[j]][:, j * F : (j + 1) * F].mean(dim=1) for j in range(J)], dim=1)
+            # warm start at the chosen C: the mean over folds of the fold solutions (in w or in beta)
+            chosen = torch.stack([path[C_idx[j]][:, j::J] for j in range(J)], dim=2)  # (rows, F, J)
+            if kernel:
+                start = torch.zeros(n, J)
+                for k in range(F):
+                    start.index_add_(0, rows[k][valid[k]], chosen[: int(valid[k].sum()), k])
+                start /= F
+            else:
+                start = chosen.mean(dim=1)
         else:
             self.cv_scores_ = np.full((J, 1), np.nan)
             self.cv_fold_scores_ = np.full((J, 1, 0), np.nan)
         T = Ylab != 0
         Cw = _costs(Ylab, T, torch.from_numpy(self.Cs_[C_idx].astype(np.float32)), self.class_weight)
         Yfull = torch.where(T, Ylab, 1.0)
-        sol, f, it, conv = solve(Yfull, Cw, start)
-        W = (Xt.T @ sol) if kernel else sol  # (p, J)
+        if kernel:
+            sol, f, it, conv = _newton_kernel(
+                _Gram(K[None], torch.zeros(J, dtype=torch.int64)), Yfull, Cw, start, **opts
+            )
+            W = Xt.T @ sol
+        else:
+            W, f, it, conv = _newton_primal(Xt, Yfull, Cw, start, **opts)
         h = (1 - Yfull * f).clamp_min(0)
         obj = 0.5 * (W * W).sum(0) + (Cw * h * h).sum(0)
         self._finish(W.T.numpy(), C_idx, it, conv, obj.double().numpy())
@@ -961,9 +1138,11 @@ class LinearSVMHead(BaseEstimator):
                 Ycols = y[:, :, None].expand(Pc, m, F)
                 # every C of the grid is another set of columns (column ci * F + k): reading the Gram blocks,
                 # not the arithmetic, bounds this solver, so extra columns are nearly free
-                Cw = torch.cat([_costs(torch.where(T, Ycols, 0.0), T, C, self.class_weight) for C in Cs], dim=2)
+                Cw = torch.cat(
+                    [_costs(torch.where(T, Ycols, 0.0), T, C, self.class_weight) for C in Cs], dim=2
+                )
                 Yq = torch.where(Ycols == 0, 1.0, Ycols).repeat(1, 1, nC)
-                B, f, _, _ = _newton_kernel(G, Yq, Cw, None, tol=self.tol, max_iter=self.max_iter)
+                B, f, _, _ = _newton_kernel(_Gram(G), Yq, Cw, None, tol=self.tol, max_iter=self.max_iter)
                 B4 = B.view(Pc, m, nC, F)
                 avg_beta[:, sl] = B4.mean(-1).permute(2, 0, 1)  # = the mean of the fold w's
                 if beta_cv is not None:
@@ -1016,7 +1195,7 @@ class LinearSVMHead(BaseEstimator):
             if avg_beta is not None:
                 start = avg_beta[torch.from_numpy(C_idx[sl]), torch.arange(sl.start, sl.stop)][:, :, None]
             Yq = torch.where(y == 0, 1.0, y)[:, :, None]
-            B, f, it, cvg = _newton_kernel(G, Yq, Cw, start, tol=self.tol, max_iter=self.max_iter)
+            B, f, it, cvg = _newton_kernel(_Gram(G), Yq, Cw, start, tol=self.tol, max_iter=self.max_iter)
             h = (1 - Yq * f).clamp_min(0)
             obj[sl] = (0.5 * (B * f).sum((1, 2)) + (Cw * h * h).sum((1, 2))).double().numpy()
             betas[sl] = B[:, :, 0]
@@ -1030,7 +1209,11 @@ class LinearSVMHead(BaseEstimator):
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.svm import LinearSVC
 
-        cw = self.class_weight if self.class_weight is None or self.class_weight == "balanced" else dict(self.class_weight)
+        cw = (
+            self.class_weight
+            if self.class_weight is None or self.class_weight == "balanced"
+            else dict(self.class_weight)
+        )
         clf = LinearSVC(
             C=float(C),
             loss=self.loss,
@@ -1051,12 +1234,16 @@ class LinearSVMHead(BaseEstimator):
         w[-1] = sign * clf.intercept_[0] / float(self.intercept_scaling)
         return w, int(np.max(clf.n_iter_))
 
-    def _run_jobs(self, jobs: list[tuple[np.ndarray, np.ndarray, float]], Xd: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    def _run_jobs(
+        self, jobs: list[tuple[np.ndarray, np.ndarray, float]], Xd: np.ndarray
+    ) -> list[tuple[np.ndarray, int]]:
         if self.n_jobs in (None, 1) or len(jobs) < 2:
             return [self._liblinear_one(Xd[rows], y, C) for rows, y, C in jobs]
         from joblib import Parallel, delayed
 
-        return Parallel(n_jobs=self.n_jobs)(delayed(self._liblinear_one)(Xd[rows], y, C) for rows, y, C in jobs)
+        return Parallel(n_jobs=self.n_jobs)(
+            delayed(self._liblinear_one)(Xd[rows], y, C) for rows, y, C in jobs
+        )
 
     def _objective(self, Xd: np.ndarray, w: np.ndarray, rows: np.ndarray, y: np.ndarray, C: float) -> float:
         s = float(self.intercept_scaling)
@@ -1082,12 +1269,12 @@ class LinearSVMHead(BaseEstimator):
         C_idx = np.zeros(J, dtype=np.int64)
         s = float(self.intercept_scaling)
         if nC > 1:
-            folds = self._fold_masks(J)
+            folds = self.fold_ids_
             scorer = self.scoring or _default_ap()
             jobs, keys = [], []
             for j in range(J):
                 for k in range(F):
-                    rows = np.nonzero((folds[j] != k) & (Yb[:, j] != 0))[0]
+                    rows = np.nonzero((folds != k) & (Yb[:, j] != 0))[0]
                     y = Yb[rows, j].astype(np.int64)
                     if not (y > 0).any() or not (y < 0).any():
                         continue
@@ -1096,7 +1283,7 @@ class LinearSVMHead(BaseEstimator):
                         keys.append((j, k, ci))
             fold_scores = np.full((J, nC, F), np.nan)
             for (j, k, ci), (w, _) in zip(keys, self._run_jobs(jobs, Xd), strict=True):
-                val = folds[j] == k
+                val = folds == k
                 dec = Xd[val] @ w[:-1] + s * w[-1]
                 fold_scores[j, ci, k] = self._score_fold(dec, Yb[val, j], scorer)
             self.cv_scores_, C_idx = self._choose(fold_scores)
@@ -1136,30 +1323,28 @@ class LinearSVMHead(BaseEstimator):
             folds = self.fold_ids_
             scorer = self.scoring or _binary_accuracy
             fold_scores = np.full((P, nC, F), np.nan)
-            Wcv = np.zeros((nC, F, P, d + 1))
-            jobs, keys = [], []
-            for i in range(P):
-                rows, y = pair_rows(i)
-                for k in range(F):
-                    tr = folds[rows] != k
-                    if not (y[tr] > 0).any() or not (y[tr] < 0).any():
-                        continue
-                    for ci, C in enumerate(self.Cs_):
-                        jobs.append((rows[tr], y[tr], C))
-                        keys.append((i, k, ci))
-            for (i, k, ci), (w, _) in zip(keys, self._run_jobs(jobs, Xd), strict=True):
-                Wcv[ci, k, i] = w
-                if scope == "problem":
-                    rows, y = pair_rows(i)
-                    val = folds[rows] == k
-                    dec = Xd[rows[val]] @ w[:-1] + s * w[-1]
-                    fold_scores[i, ci, k] = self._score_fold(dec, y[val], scorer)
-            if scope == "global":
-                pa, pb = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
-                for ci in range(nC):
-                    for k in range(F):
-                        val = np.nonzero(folds == k)[0]
-                        dec = torch.from_numpy(Xd[val] @ Wcv[ci, k, :, :-1].T + s * Wcv[ci, k, :, -1]).float()
+            pa, pb = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+            for k in range(F):  # one (fold, C) at a time: the pair weights of one (fold, C) fit in memory
+                val = np.nonzero(folds == k)[0]
+                for ci, C in enumerate(self.Cs_):
+                    jobs, keys = [], []
+                    for i in range(P):
+                        rows, y = pair_rows(i)
+                        tr = folds[rows] != k
+                        if (y[tr] > 0).any() and (y[tr] < 0).any():
+                            jobs.append((rows[tr], y[tr], C))
+                            keys.append(i)
+                    W = np.zeros((P, d + 1), dtype=np.float32)
+                    for i, (w, _) in zip(keys, self._run_jobs(jobs, Xd), strict=True):
+                        W[i] = w
+                        if scope == "problem":
+                            rows, y = pair_rows(i)
+                            held = folds[rows] == k
+                            dec = Xd[rows[held]] @ w[:-1] + s * w[-1]
+                            fold_scores[i, ci, k] = self._score_fold(dec, y[held], scorer)
+                    if scope == "global":
+                        dec = torch.from_numpy(Xd[val].astype(np.float32)) @ torch.from_numpy(W[:, :-1]).T
+                        dec += s * torch.from_numpy(W[:, -1])
                         votes = torch.zeros(val.size, self.classes_.size)
                         confs = torch.zeros_like(votes)
                         _vote(votes, confs, dec, pa, pb)
@@ -1184,13 +1369,17 @@ class LinearSVMHead(BaseEstimator):
             block = np.asarray(X[i : i + _PREDICT_ROWS])
             finite = np.isfinite(block).all(axis=1)
             if not finite.all():
-                raise ConfigError(f"X row {i + int(np.argmin(finite))} contains NaN or inf; fix or drop that sample's features")
+                raise ConfigError(
+                    f"X row {i + int(np.argmin(finite))} contains NaN or inf; fix or drop that sample's features"
+                )
 
     # ------------------------------------------------------------------------------------------ predict
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
-            raise ConfigError("this LinearSVMHead is not fitted yet; call fit(X, Y) or LinearSVMHead.load(path)")
+            raise ConfigError(
+                "this LinearSVMHead is not fitted yet; call fit(X, Y) or LinearSVMHead.load(path)"
+            )
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Decision values ``X @ coef_.T + intercept_``.
@@ -1211,6 +1400,10 @@ class LinearSVMHead(BaseEstimator):
             block = torch.from_numpy(np.ascontiguousarray(X[i : i + _PREDICT_ROWS], dtype=np.float32))
             out[i : i + block.shape[0]] = torch.addmm(b, block, W.T).numpy()
         return out
+
+    def _rows_per_block(self) -> int:
+        """Rows per block in predict so that a block of decision values stays around 64 MB."""
+        return max(1, min(_PREDICT_ROWS, (64 << 20) // (4 * self.coef_.shape[0])))
 
     def predict_from_decision(self, dec: np.ndarray) -> np.ndarray:
         """Predictions from decision values (e.g. summed over the jittered views of each image).
@@ -1247,7 +1440,11 @@ class LinearSVMHead(BaseEstimator):
         """Labels (multiclass ``(n,)``) or ``{1, -1}`` indicators (multilabel ``(n, n_classes)``) for ``X``."""
         self._check_fitted()
         X = self._check_features(X, self.n_features_in_)
-        parts = [self.predict_from_decision(self.decision_function(X[i : i + _PREDICT_ROWS])) for i in range(0, X.shape[0], _PREDICT_ROWS)]
+        rows = self._rows_per_block()
+        parts = [
+            self.predict_from_decision(self.decision_function(X[i : i + rows]))
+            for i in range(0, X.shape[0], rows)
+        ]
         return np.concatenate(parts, axis=0)
 
     # ------------------------------------------------------------------------------------------ files
@@ -1256,10 +1453,14 @@ class LinearSVMHead(BaseEstimator):
         """Write the fitted head to ``path`` (one ``.npz``, no pickle), atomically (temporary file + rename)."""
         self._check_fitted()
         path = Path(path)
-        params = self.get_params(deep=False)
-        params["C"] = params["C"] if isinstance(params["C"], Real) else [float(c) for c in np.atleast_1d(params["C"])]
+        params = {k: _jsonable(v) for k, v in self.get_params(deep=False).items()}
+        params["C"] = (
+            float(params["C"])
+            if isinstance(params["C"], Real)
+            else [float(c) for c in np.atleast_1d(params["C"])]
+        )
         if isinstance(params["class_weight"], dict):
-            params["class_weight"] = {str(k): float(v) for k, v in params["class_weight"].items()}
+            params["class_weight"] = {str(int(k)): float(v) for k, v in params["class_weight"].items()}
         scoring = params.pop("scoring")
         meta = {
             "format": _FORMAT,
@@ -1291,9 +1492,13 @@ class LinearSVMHead(BaseEstimator):
                 meta = json.loads(str(z["__meta__"]))
                 arrays = {k: z[k] for k in z.files if k != "__meta__"}
         except (OSError, KeyError, ValueError) as err:
-            raise ConfigError(f"{path}: not a LinearSVMHead file ({err}); write one with LinearSVMHead.save") from None
+            raise ConfigError(
+                f"{path}: not a LinearSVMHead file ({err}); write one with LinearSVMHead.save"
+            ) from None
         if meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION:
-            raise ConfigError(f"{path}: format {meta.get('format')!r} v{meta.get('version')} is not {_FORMAT} v{_FORMAT_VERSION}")
+            raise ConfigError(
+                f"{path}: format {meta.get('format')!r} v{meta.get('version')} is not {_FORMAT} v{_FORMAT_VERSION}"
+            )
         params = dict(meta["params"])
         if isinstance(params.get("class_weight"), dict):
             params["class_weight"] = {int(k): v for k, v in params["class_weight"].items()}
@@ -1312,7 +1517,9 @@ class LinearSVMHead(BaseEstimator):
 # ============================================================================================ helpers
 
 
-def _vote(votes: torch.Tensor, confs: torch.Tensor, dec: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor) -> None:
+def _vote(
+    votes: torch.Tensor, confs: torch.Tensor, dec: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor
+) -> None:
     """Add one-vs-one votes and confidences of decision values ``dec (n, Pc)`` for pairs ``(pa, pb)``."""
     win_a = (dec > 0).to(votes.dtype)
     votes.index_add_(1, pa, win_a)
