@@ -21,7 +21,7 @@ from .config import default_store
 from .datasets import ImageSet, dataset_config, open_dataset
 from .datasets.base import retrieval_from_labels
 from .errors import ConfigError, StoreError
-from .features.extract import PRECISIONS, ModelRunner, Tap, default_workers, run_extraction
+from .features.extract import PRECISIONS, ModelRunner, Tap, default_workers, plan_cpu_split, run_extraction
 from .features.store import FeatureStore, Features, StoreEntry, canonical_json, key_of
 from .features.views import JitterSpec
 
@@ -210,24 +210,33 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
         channels_last=o.channels_last,
         compile=compile_,
     )
+    import torch
+
     for e in todo.values():
         e.begin([s.id for s in samples], o.shard_size, {"views": jitter.views})
     taps = [Tap(n, bb.resolve_layer(n).node, e) for n, e in todo.items()]
-    with _progress(c.progress, f"{bb.name} {','.join(todo)} · {ds.name}/{split} · {precision}", len(samples)) as prog:
-        run_extraction(
-            runner,
-            samples,
-            taps,
-            jitter=jitter,
-            shard_size=o.shard_size,
-            batch_size=o.batch_size,
-            workers=workers,
-            storage_dtype=np.dtype(o.dtype),
-            on_bad_image=o.on_bad_image,
-            progress=prog,
-        )
+    threads, split_plan = torch.get_num_threads(), {}
+    if o.workers is None and len(samples) >= 64 and runner.device.type == "cpu":
+        workers, plan_threads, split_plan = plan_cpu_split(runner, samples, jitter, max(1, o.batch_size // jitter.views) * jitter.views)
+        torch.set_num_threads(plan_threads)
+    try:
+        with _progress(c.progress, f"{bb.name} {','.join(todo)} · {ds.name}/{split} · {precision}", len(samples)) as prog:
+            run_extraction(
+                runner,
+                samples,
+                taps,
+                jitter=jitter,
+                shard_size=o.shard_size,
+                batch_size=o.batch_size,
+                workers=workers,
+                storage_dtype=np.dtype(o.dtype),
+                on_bad_image=o.on_bad_image,
+                progress=prog,
+            )
+    finally:
+        used_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
     n_shards = max(1, (len(samples) + o.shard_size - 1) // o.shard_size)
-    import torch
 
     for n, e in todo.items():
         run = {
@@ -235,8 +244,9 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
             "requested_precision": o.precision,
             "probe": precisions[n][1],
             "compile": bool(runner.compiled),
-            "threads": torch.get_num_threads(),
+            "threads": used_threads,
             "workers": workers,
+            "cpu_split": split_plan,
             "batch_size": o.batch_size,
             "images_per_s": round(prog.rate, 2),
         }

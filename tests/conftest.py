@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from _images import write_images  # noqa: F401  (re-exported for fixtures)
 
 
 @pytest.fixture(autouse=True)
@@ -25,21 +24,6 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 def seed() -> int:
     """One controllable seed: CNNBASE_TEST_SEED overrides it (printed on failure by pytest's -ra summary)."""
     return int(os.environ.get("CNNBASE_TEST_SEED", "0"))
-
-
-def write_images(root: Path, classes: dict[str, int], *, size: int = 40, seed: int = 0, split: str | None = None) -> list[Path]:
-    """Write ``n`` random-noise JPEGs per class under ``root[/split]/<class>/`` (names with spaces)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for cls, n in classes.items():
-        d = root / split / cls if split else root / cls
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            arr = rng.integers(0, 256, size=(size, size + 8, 3), dtype=np.uint8)
-            p = d / f"img {i:02d}.jpg"  # a space in every name
-            Image.fromarray(arr).save(p, quality=90)
-            out.append(p)
-    return out
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from _robust_child import Child
-from conftest import write_images
+from _images import write_images
 
 from cnnbase.features.store import FeatureStore
 from cnnbase.runner import Context, FeatureOptions, extract

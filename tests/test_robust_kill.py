@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _robust_child import Child, wait_for
-from conftest import write_images
+from _images import write_images
 
 from cnnbase.errors import StoreError
 from cnnbase.features.store import StoreEntry

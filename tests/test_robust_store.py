@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import write_images
+from _images import write_images
 
 from cnnbase.errors import StoreError
 from cnnbase.features import store as store_mod
