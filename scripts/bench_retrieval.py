@@ -190,10 +190,13 @@ def compare(args: argparse.Namespace) -> None:
         )
     speed = res["plain"]["time_s"] / res["rank"]["time_s"]
     speed_load = (res["plain"]["time_s"] + res["plain"]["load_s"]) / res["rank"]["time_s"]
-    mem = res["plain"]["peak_over_imports"] / max(1, res["rank"]["peak_over_imports"])
-    print(
-        f"  ratio plain/rank: time {speed:.2f}x ({speed_load:.2f}x counting plain's load), memory {mem:.1f}x"
+    over = res["rank"]["peak_over_imports"]
+    mem = (
+        f"memory {res['plain']['peak_over_imports'] / over:.1f}x"
+        if over > 0
+        else f"memory: plain +{_fmt_bytes(res['plain']['peak_over_imports'])}, rank never above the import-time peak"
     )
+    print(f"  ratio plain/rank: time {speed:.2f}x ({speed_load:.2f}x counting plain's load), {mem}")
     same_order = float((pi == ri).mean())
     overlap = float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(pi, ri, strict=True)]))
     print(
