@@ -530,7 +530,8 @@ def train_svm(
     """Fit (or reload) linear SVMs on the training split's features; saved next to the features.
 
     The head's key covers the training features' key, the labels and every SVM option, so a rerun with nothing
-    changed reloads the saved head instead of retraining.
+    changed reloads the saved head instead of retraining. While it trains, its progress is checkpointed in
+    ``svm-<key12>.ckpt/`` next to it: a killed run resumes there and gives bitwise the same head.
     """
     from .heads.svm import LinearSVMHead
 
@@ -559,6 +560,8 @@ def train_svm(
         difficult=s.difficult,
         seed=s.seed,
         scoring=_cv_scoring(ds),
+        # progress of a killed fit (per C value / batch of pairs / problem) is kept here and resumed by a rerun
+        checkpoint_dir=entry_dir / f"svm-{key[:12]}.ckpt",
     )
     head.fit(x, y, groups=rows)
     head.save(path)

@@ -71,6 +71,8 @@ readable with ``np.load(path, allow_pickle=False)``. Nothing is pickled. A ``sco
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import itertools
 import json
 import logging
@@ -175,6 +177,11 @@ def _class_weight(v: object) -> bool:
         and set(v) <= {1, -1}
         and all(_number(Real, 0.0, open_low=True)(w) for w in v.values())
     )
+
+
+def _folder(v: object) -> bool:
+    """None or a folder path (str or os.PathLike)"""
+    return isinstance(v, (str, os.PathLike)) and str(v) != ""
 
 
 def _callable(v: object) -> bool:
@@ -667,6 +674,193 @@ def _threads(flop_per_product: float) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+# ============================================================================================ checkpoints
+
+_CKPT_FORMAT = "cnnbase.heads.svm.checkpoint"
+_CKPT_VERSION = 1
+_CKPT_PREFIX = "unit-"
+_FINGERPRINT_ROWS = 1024  # rows of X hashed into the checkpoint key (evenly spaced, first and last included)
+_LIBLINEAR_PAIRS = 64  # one-vs-one pairs per checkpoint unit of the liblinear solver
+
+
+def _after_checkpoint_save(name: str) -> None:
+    """Called after each checkpoint unit is saved (a seam for tests: interrupt or pause a fit there)."""
+
+
+def _array_digest(a: np.ndarray) -> str:
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists
+        return True
+    return True
+
+
+class _Checkpoint:
+    """Progress of one fit in ``folder``: one ``.npz`` per finished unit of work, written atomically.
+
+    Each file holds the unit's arrays and a JSON header (``__meta__``) with the fit's key, the unit's name and a
+    sha256 per array; nothing is pickled. The key (:meth:`start`) hashes everything that determines the result
+    (a fingerprint of X, the labels, the groups, the parameters, the solver path, library versions and the
+    thread count), so a unit is only ever reused by a fit that would have computed the very same arrays; files
+    made for another key, and unreadable files, are removed with a one-line warning and recomputed. A unit's
+    content is a deterministic function of the key, so units can be reused in any combination.
+    With ``folder=None`` every method is a no-op.
+    """
+
+    def __init__(self, folder: Path | None, fields: dict[str, Any]) -> None:
+        self.folder = folder
+        self.fields = fields
+        self.key: str | None = None
+        self.loaded = 0
+        self.saved = 0
+
+    def _path(self, name: str) -> Path:
+        assert self.folder is not None
+        return self.folder / f"{_CKPT_PREFIX}{name}.npz"
+
+    def _files(self) -> list[Path]:
+        if self.folder is None or not self.folder.is_dir():
+            return []
+        return sorted(self.folder.glob(f"{_CKPT_PREFIX}*.npz"))
+
+    def _dead_tmp_files(self) -> list[Path]:
+        """Temporary files of writers that were killed mid-write (``.unit-*.npz.<pid>.tmp``, pid gone)."""
+        if self.folder is None or not self.folder.is_dir():
+            return []
+        out = []
+        for p in self.folder.glob(f".{_CKPT_PREFIX}*.tmp"):
+            pid = p.name[: -len(".tmp")].rpartition(".")[2]
+            if not pid.isdigit() or not _pid_alive(int(pid)) or int(pid) == os.getpid():
+                out.append(p)
+        return out
+
+    def start(self, **extra: Any) -> _Checkpoint:
+        """Fix the key (the fit's fields plus the solver path's ``extra``); remove files made for another key."""
+        if self.folder is None:
+            return self
+        from cnnbase.features.store import key_of
+
+        self.key = key_of({**self.fields, **extra})
+        stale, bad = 0, 0
+        for p in self._files():
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    meta = json.loads(str(z["__meta__"]))
+            except Exception:  # noqa: BLE001 - any unreadable file is recomputed
+                bad += 1
+            else:
+                if meta.get("format") == _CKPT_FORMAT and meta.get("key") == self.key:
+                    continue
+                stale += 1
+            with contextlib.suppress(OSError):
+                p.unlink()
+        for p in self._dead_tmp_files():
+            with contextlib.suppress(OSError):
+                p.unlink()
+        if stale:
+            warnings.warn(
+                f"LinearSVMHead: removed {stale} checkpoint file(s) in {self.folder} made for other data or "
+                "options; training those parts from scratch",
+                stacklevel=4,
+            )
+        if bad:
+            warnings.warn(
+                f"LinearSVMHead: removed {bad} unreadable checkpoint file(s) in {self.folder}; recomputing them",
+                stacklevel=4,
+            )
+        done = len(self._files())
+        if done:
+            _log.info("LinearSVMHead: resuming from %d finished unit(s) in %s", done, self.folder)
+        return self
+
+    def get(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays of unit ``name`` if a valid file holds them, else None (a bad file is removed)."""
+        if self.folder is None:
+            return None
+        path = self._path(name)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["__meta__"]))
+                arrays = {k: z[k] for k in z.files if k != "__meta__"}
+            if meta.get("format") != _CKPT_FORMAT or meta.get("key") != self.key or meta.get("name") != name:
+                raise ValueError("made for other data or options")
+            digests = meta.get("sha256", {})
+            if set(digests) != set(arrays) or any(_array_digest(a) != digests[k] for k, a in arrays.items()):
+                raise ValueError("checksum mismatch")
+        except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
+            warnings.warn(
+                f"LinearSVMHead: ignoring checkpoint file {path} ({type(err).__name__}: {err}); recomputing it",
+                stacklevel=4,
+            )
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        self.loaded += 1
+        return arrays
+
+    def put(self, name: str, **arrays: np.ndarray) -> None:
+        """Save unit ``name`` atomically (readers see no file or the whole file)."""
+        if self.folder is None:
+            return
+        from cnnbase.features.store import atomic_write_bytes
+
+        arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        meta = {
+            "format": _CKPT_FORMAT,
+            "version": _CKPT_VERSION,
+            "key": self.key,
+            "name": name,
+            "sha256": {k: _array_digest(a) for k, a in arrays.items()},
+        }
+        buf = io.BytesIO()
+        np.savez(buf, __meta__=np.array(json.dumps(meta)), **arrays)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self._path(name), buf.getvalue())
+        self.saved += 1
+        _after_checkpoint_save(name)
+
+    def drop(self, *names: str) -> None:
+        if self.folder is None:
+            return
+        for name in names:
+            with contextlib.suppress(OSError):
+                self._path(name).unlink()
+
+    def clear(self) -> None:
+        """Remove every unit file (the fit finished) and the folder if nothing else is left in it."""
+        if self.folder is None:
+            return
+        for p in self._files() + self._dead_tmp_files():
+            with contextlib.suppress(OSError):
+                p.unlink()
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()
+
+
+def _fingerprint(X: np.ndarray) -> str:
+    """sha256 of up to ``_FINGERPRINT_ROWS`` evenly spaced rows of X (memmap friendly: reads those rows only)."""
+    n = X.shape[0]
+    rows = np.unique(np.linspace(0, n - 1, min(n, _FINGERPRINT_ROWS)).round().astype(np.int64))
+    h = hashlib.sha256(f"{X.dtype.str}{X.shape}".encode())
+    for i in range(0, rows.size, 256):
+        h.update(np.ascontiguousarray(X[rows[i : i + 256]]).tobytes())
+    return h.hexdigest()
+
+
+def _labels_digest(a: np.ndarray | None) -> str | None:
+    return None if a is None else _array_digest(np.asarray(a))
+
+
 # ============================================================================================ the estimator
 
 
@@ -698,6 +892,15 @@ class LinearSVMHead(BaseEstimator):
         scoring: ``callable(scores_1d, labels_1d_in_{1,-1}) -> float`` (higher is better) for the CV of
             binary problems; None = VOC2007 11-point AP (ovr), accuracy (ovo per pair). Not used by the global
             one-vs-one CV (voting accuracy).
+        checkpoint_dir: a folder where :meth:`fit` saves its progress (created when needed; None = no
+            checkpoints). A fit killed at any point and rerun with the same data and parameters reloads the
+            finished units of work and yields bitwise the same model as an uninterrupted fit (same thread
+            count and library versions); the files are removed when the fit succeeds. Units: one C value of
+            the one-vs-rest CV path (fold solutions, scores and the warm start of the next C), one batch of
+            pairs (torch one-vs-one: CV and final fit), one (problem, C) over its folds and one problem's final
+            fit (liblinear one-vs-rest), one batch of pairs per (fold, C) and of the final fit (liblinear
+            one-vs-one). Files made for other data or parameters, and unreadable ones, are removed with a
+            warning and recomputed. Not saved with the model.
 
     Fitted attributes:
         coef_: ``(n_problems, d)`` float32. intercept_: ``(n_problems,)`` float32 (``s * b'``).
@@ -734,6 +937,7 @@ class LinearSVMHead(BaseEstimator):
         "seed": [_number(Integral, 0)],
         "n_jobs": [_none, _number(Integral, -1)],
         "scoring": [_none, _callable],
+        "checkpoint_dir": [_none, _folder],
     }
 
     def __init__(
@@ -753,6 +957,7 @@ class LinearSVMHead(BaseEstimator):
         seed: int = 0,
         n_jobs: int | None = None,
         scoring: Callable[[np.ndarray, np.ndarray], float] | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.mode = mode
         self.C = C
@@ -768,6 +973,7 @@ class LinearSVMHead(BaseEstimator):
         self.seed = seed
         self.n_jobs = n_jobs
         self.scoring = scoring
+        self.checkpoint_dir = checkpoint_dir
 
     # ------------------------------------------------------------------------------------------ checks
 
@@ -934,14 +1140,18 @@ class LinearSVMHead(BaseEstimator):
                     * (self.cv_folds * self.Cs_.size if cv else 1)
                 )
             with _threads(flop):
+                ckpt = self._checkpoint(X, Y, groups)  # the key holds the thread count the solver runs on
                 if self.mode == "ovr":
-                    self._fit_ovr_torch(X, Yb)
+                    self._fit_ovr_torch(X, Yb, ckpt)
                 else:
-                    self._fit_ovo_torch(X, y_idx)
-        elif self.mode == "ovr":
-            self._fit_ovr_liblinear(X, Yb)
+                    self._fit_ovo_torch(X, y_idx, ckpt)
         else:
-            self._fit_ovo_liblinear(X, y_idx)
+            ckpt = self._checkpoint(X, Y, groups)
+            if self.mode == "ovr":
+                self._fit_ovr_liblinear(X, Yb, ckpt)
+            else:
+                self._fit_ovo_liblinear(X, y_idx, ckpt)
+        ckpt.clear()
         if not self.converged_.all():
             warnings.warn(
                 f"LinearSVMHead: {int((~self.converged_).sum())} of {self.converged_.size} problems did not reach "
@@ -950,6 +1160,31 @@ class LinearSVMHead(BaseEstimator):
             )
         self.fit_time_ = time.perf_counter() - t_start
         return self
+
+    def _checkpoint(self, X: np.ndarray, Y: np.ndarray, groups: np.ndarray | None) -> _Checkpoint:
+        """The fit's checkpoint (a no-op one without ``checkpoint_dir``), keyed by all that fixes the result."""
+        if self.checkpoint_dir is None:
+            return _Checkpoint(None, {})
+        import sklearn
+
+        params, scoring = self._json_params()
+        params.pop("n_jobs", None)  # liblinear jobs are independent: the result does not depend on n_jobs
+        if self.scoring is not None:
+            scoring = f"{getattr(self.scoring, '__module__', '?')}.{scoring}"
+        fields = {
+            "format": _CKPT_FORMAT,
+            "version": _CKPT_VERSION,
+            "X": _fingerprint(X),
+            "Y": _labels_digest(Y),
+            "groups": _labels_digest(groups),
+            "params": params,
+            "scoring": scoring,
+            "solver": self.solver_,
+            "versions": {"numpy": np.__version__, "torch": torch.__version__, "sklearn": sklearn.__version__},
+            "threads": torch.get_num_threads() if self.solver_ == "torch" else None,
+            "internals": [_CG_RTOL, _CG_MAXITER, _STALL, _STALL_RTOL, _DECREMENT_RTOL, _GRAM_MAX_BYTES],
+        }
+        return _Checkpoint(Path(self.checkpoint_dir), fields)
 
     # ------------------------------------------------------------------------------------------ CV helpers
 
@@ -988,7 +1223,7 @@ class LinearSVMHead(BaseEstimator):
 
     # ------------------------------------------------------------------------------------------ ovr / torch
 
-    def _fit_ovr_torch(self, X: np.ndarray, Yb: np.ndarray) -> None:
+    def _fit_ovr_torch(self, X: np.ndarray, Yb: np.ndarray, ckpt: _Checkpoint) -> None:
         Xt = self._to_torch(X, bias=True)
         n, p = Xt.shape
         J = Yb.shape[1]
@@ -999,6 +1234,8 @@ class LinearSVMHead(BaseEstimator):
         # K plus the fold Grams take about 2.3 n^2 floats
         kernel = n <= 2 * p and 10 * n * n <= _GRAM_MAX_BYTES
         self.kernel_form_ = bool(kernel)
+        # checkpoint unit: one C of the CV path (its fold solutions = the next C's warm start, and its scores)
+        ckpt.start(path="ovr-torch", kernel=bool(kernel))
         K = Xt @ Xt.T if kernel else None
         opts = {"tol": self.tol, "max_iter": self.max_iter}
         C_idx = np.zeros(J, dtype=np.int64)
@@ -1031,6 +1268,14 @@ class LinearSVMHead(BaseEstimator):
             path = []
             sol = None
             for ci, C in enumerate(self.Cs_):
+                unit = f"ovr-torch-C{ci:03d}"
+                saved = ckpt.get(unit)
+                if saved is not None:  # the exact float32 state of the uninterrupted run (a torch-owned copy)
+                    sol = torch.from_numpy(saved["sol"]).clone()
+                    path.append(sol.clone())
+                    fold_scores[:, ci, :] = saved["fold_scores"]
+                    _log.debug("ovr CV C=%g loaded from the checkpoint", C)
+                    continue
                 Cw = _costs(Ycv, T, torch.tensor(float(C)), self.class_weight)
                 if kernel:
                     sol, _, _, _ = _newton_kernel(op, Ysolve, Cw, sol, **opts)
@@ -1046,6 +1291,7 @@ class LinearSVMHead(BaseEstimator):
                     dec = dec.numpy()
                     for j in np.nonzero(trained[k])[0]:
                         fold_scores[j, ci, k] = self._score_fold(dec[:, j], Yb[val[k], j], scorer)
+                ckpt.put(unit, sol=path[-1].numpy(), fold_scores=fold_scores[:, ci, :])
                 _log.debug("ovr CV C=%g done", C)
             self.cv_scores_, C_idx = self._choose(fold_scores)
             self.cv_fold_scores_ = fold_scores
@@ -1088,7 +1334,7 @@ class LinearSVMHead(BaseEstimator):
             by_class[c, : counts[c]] = order[starts[c] : starts[c] + counts[c]]
         return by_class, m_c
 
-    def _fit_ovo_torch(self, X: np.ndarray, y_idx: np.ndarray) -> None:
+    def _fit_ovo_torch(self, X: np.ndarray, y_idx: np.ndarray, ckpt: _Checkpoint) -> None:
         Xt = self._to_torch(X, bias=True)
         n, p = Xt.shape
         self.kernel_form_ = True
@@ -1105,6 +1351,9 @@ class LinearSVMHead(BaseEstimator):
         q_cv = F * nC if cv else 1
         per_pair = 4 * (m * m + 16 * m * q_cv + (0 if K is not None else m * p))
         chunk = max(1, min(P, _CHUNK_BYTES // per_pair))
+        # checkpoint units: one batch of pairs of the CV (every C and fold), the held-out vote, one batch of the
+        # final fit
+        ckpt.start(path="ovo-torch", chunk=int(chunk), gram=K is not None)
 
         def layout(sl: slice) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
             """Sample indices (Pc, m), validity, labels (+1 for a's samples, -1 for b's, 0 padding), Gram."""
@@ -1132,6 +1381,15 @@ class LinearSVMHead(BaseEstimator):
             for s0 in range(0, P, chunk):
                 sl = slice(s0, min(P, s0 + chunk))
                 Pc = sl.stop - sl.start
+                unit = f"ovo-torch-cv-{s0:06d}"
+                saved = ckpt.get(unit)
+                if saved is not None:
+                    avg_beta[:, sl] = torch.from_numpy(saved["avg_beta"])
+                    if beta_cv is not None:
+                        beta_cv[:, :, sl] = torch.from_numpy(saved["beta_cv"])
+                    else:
+                        fold_scores[sl] = saved["fold_scores"]
+                    continue
                 idx, valid, y, G = layout(sl)
                 fo = torch.from_numpy(folds_np[idx].astype(np.int64))  # (Pc, m)
                 T = (fo[:, :, None] != torch.arange(F)) & valid[:, :, None]  # (Pc, m, F)
@@ -1147,6 +1405,7 @@ class LinearSVMHead(BaseEstimator):
                 avg_beta[:, sl] = B4.mean(-1).permute(2, 0, 1)  # = the mean of the fold w's
                 if beta_cv is not None:
                     beta_cv[:, :, sl] = B4.permute(2, 3, 0, 1)
+                    ckpt.put(unit, avg_beta=avg_beta[:, sl].numpy(), beta_cv=beta_cv[:, :, sl].numpy())
                     continue
                 # per-pair scores on the pair's held-out samples
                 trained = (T & (Ycols > 0)).any(1) & (T & (Ycols < 0)).any(1)  # (Pc, F)
@@ -1164,7 +1423,11 @@ class LinearSVMHead(BaseEstimator):
                         v = held_np[i, :, k]
                         for ci in range(nC):
                             fold_scores[sl.start + i, ci, k] = float(scorer(f_np[i, v, ci, k], y_np[i, v]))
-            if beta_cv is not None:
+                ckpt.put(unit, avg_beta=avg_beta[:, sl].numpy(), fold_scores=fold_scores[sl])
+            saved = ckpt.get("ovo-torch-vote") if beta_cv is not None else None
+            if saved is not None:
+                fold_scores[:] = saved["fold_scores"]
+            elif beta_cv is not None:
                 # held-out voting: every sample of fold k is classified by all pairs trained without fold k
                 for k in range(F):
                     val = np.nonzero(folds_np == k)[0]
@@ -1176,6 +1439,7 @@ class LinearSVMHead(BaseEstimator):
                             dec = Xt[torch.from_numpy(val)] @ blocks.apply(beta_cv[ci, k], Xt).T
                         pred = blocks.vote(dec, self.classes_.size)
                         fold_scores[:, ci, k] = float((pred.numpy() == y_idx[val]).mean())
+                ckpt.put("ovo-torch-vote", fold_scores=fold_scores)
             self.cv_scores_, C_idx = self._choose(fold_scores)
             self.cv_fold_scores_ = fold_scores[:1] if scope == "global" else fold_scores
         else:
@@ -1188,6 +1452,12 @@ class LinearSVMHead(BaseEstimator):
         obj = np.zeros(P)
         for s0 in range(0, P, chunk):
             sl = slice(s0, min(P, s0 + chunk))
+            unit = f"ovo-torch-fit-{s0:06d}"
+            saved = ckpt.get(unit)
+            if saved is not None:
+                betas[sl] = torch.from_numpy(saved["beta"])
+                n_iter[sl], conv[sl], obj[sl] = saved["n_iter"], saved["converged"], saved["objective"]
+                continue
             idx, valid, y, G = layout(sl)
             Cp = torch.from_numpy(self.Cs_[C_idx[sl]].astype(np.float32))[:, None, None]
             Cw = _costs(y[:, :, None], valid[:, :, None], Cp, self.class_weight)
@@ -1200,6 +1470,7 @@ class LinearSVMHead(BaseEstimator):
             obj[sl] = (0.5 * (B * f).sum((1, 2)) + (Cw * h * h).sum((1, 2))).double().numpy()
             betas[sl] = B[:, :, 0]
             n_iter[sl], conv[sl] = it[:, 0], cvg[:, 0]
+            ckpt.put(unit, beta=betas[sl].numpy(), n_iter=n_iter[sl], converged=conv[sl], objective=obj[sl])
         self._finish(blocks.apply(betas, Xt).numpy(), C_idx, n_iter, conv, obj)
 
     # ------------------------------------------------------------------------------------------ liblinear
@@ -1234,16 +1505,49 @@ class LinearSVMHead(BaseEstimator):
         w[-1] = sign * clf.intercept_[0] / float(self.intercept_scaling)
         return w, int(np.max(clf.n_iter_))
 
-    def _run_jobs(
+    def _iter_jobs(
         self, jobs: list[tuple[np.ndarray, np.ndarray, float]], Xd: np.ndarray
-    ) -> list[tuple[np.ndarray, int]]:
+    ) -> Iterator[tuple[np.ndarray, int]]:
+        """Results of liblinear jobs ``(rows, y, C)`` in order, as they finish (``n_jobs`` processes, joblib)."""
         if self.n_jobs in (None, 1) or len(jobs) < 2:
-            return [self._liblinear_one(Xd[rows], y, C) for rows, y, C in jobs]
+            return (self._liblinear_one(Xd[rows], y, C) for rows, y, C in jobs)
         from joblib import Parallel, delayed
 
-        return Parallel(n_jobs=self.n_jobs)(
-            delayed(self._liblinear_one)(Xd[rows], y, C) for rows, y, C in jobs
+        return iter(
+            Parallel(n_jobs=self.n_jobs, return_as="generator")(
+                delayed(self._liblinear_one)(Xd[rows], y, C) for rows, y, C in jobs
+            )
         )
+
+    def _run_units(
+        self,
+        ckpt: _Checkpoint,
+        units: list[tuple[str, list[tuple[np.ndarray, np.ndarray, float]], Any]],
+        Xd: np.ndarray,
+        reduce: Callable[[Any, list[tuple[np.ndarray, int]]], dict[str, np.ndarray]],
+    ) -> list[dict[str, np.ndarray]]:
+        """Liblinear jobs grouped into checkpoint units; each unit's arrays, in order.
+
+        ``units`` are ``(name, jobs, info)``. A unit saved by an earlier run is loaded; the jobs of the others run
+        as one stream (``n_jobs`` in parallel), and each unit is reduced to its arrays by
+        ``reduce(info, results)`` and saved as soon as its last job has returned.
+        """
+        out: list[dict[str, np.ndarray] | None] = [None] * len(units)
+        todo = []
+        for u, (name, jobs, _) in enumerate(units):
+            saved = ckpt.get(name) if jobs else None
+            if saved is not None:
+                out[u] = saved
+            else:
+                todo.append(u)
+        results = self._iter_jobs([job for u in todo for job in units[u][1]], Xd)
+        for u in todo:
+            name, jobs, info = units[u]
+            arrays = reduce(info, [next(results) for _ in jobs])
+            if jobs:
+                ckpt.put(name, **arrays)
+            out[u] = arrays
+        return out  # type: ignore[return-value]
 
     def _objective(self, Xd: np.ndarray, w: np.ndarray, rows: np.ndarray, y: np.ndarray, C: float) -> float:
         s = float(self.intercept_scaling)
@@ -1258,7 +1562,7 @@ class LinearSVMHead(BaseEstimator):
         loss = h * h if self.loss == "squared_hinge" else h
         return float(0.5 * w @ w + (cw * loss).sum())
 
-    def _fit_ovr_liblinear(self, X: np.ndarray, Yb: np.ndarray) -> None:
+    def _fit_ovr_liblinear(self, X: np.ndarray, Yb: np.ndarray, ckpt: _Checkpoint) -> None:
         self.kernel_form_ = False
         self._check_finite(X)
         Xd = np.ascontiguousarray(X, dtype=np.float64)
@@ -1268,40 +1572,53 @@ class LinearSVMHead(BaseEstimator):
         nC = self.Cs_.size
         C_idx = np.zeros(J, dtype=np.int64)
         s = float(self.intercept_scaling)
+        # checkpoint units: one (problem, C) of the CV (its folds' held-out scores), one problem's final fit
+        ckpt.start(path="ovr-liblinear")
         if nC > 1:
             folds = self.fold_ids_
             scorer = self.scoring or _default_ap()
-            jobs, keys = [], []
+            units = []
             for j in range(J):
-                for k in range(F):
-                    rows = np.nonzero((folds != k) & (Yb[:, j] != 0))[0]
-                    y = Yb[rows, j].astype(np.int64)
-                    if not (y > 0).any() or not (y < 0).any():
-                        continue
-                    for ci, C in enumerate(self.Cs_):
-                        jobs.append((rows, y, C))
-                        keys.append((j, k, ci))
-            fold_scores = np.full((J, nC, F), np.nan)
-            for (j, k, ci), (w, _) in zip(keys, self._run_jobs(jobs, Xd), strict=True):
-                val = folds == k
-                dec = Xd[val] @ w[:-1] + s * w[-1]
-                fold_scores[j, ci, k] = self._score_fold(dec, Yb[val, j], scorer)
+                for ci, C in enumerate(self.Cs_):
+                    jobs, ks = [], []
+                    for k in range(F):
+                        rows = np.nonzero((folds != k) & (Yb[:, j] != 0))[0]
+                        y = Yb[rows, j].astype(np.int64)
+                        if (y > 0).any() and (y < 0).any():
+                            jobs.append((rows, y, C))
+                            ks.append(k)
+                    units.append((f"ovr-liblinear-cv-{j:05d}-C{ci:03d}", jobs, (j, ks)))
+
+            def held_out(
+                info: tuple[int, list[int]], res: list[tuple[np.ndarray, int]]
+            ) -> dict[str, np.ndarray]:
+                j, ks = info
+                out = np.full(F, np.nan)
+                for k, (w, _) in zip(ks, res, strict=True):
+                    val = folds == k
+                    dec = Xd[val] @ w[:-1] + s * w[-1]
+                    out[k] = self._score_fold(dec, Yb[val, j], scorer)
+                return {"fold_scores": out}
+
+            res = self._run_units(ckpt, units, Xd, held_out)
+            fold_scores = np.stack([r["fold_scores"] for r in res]).reshape(J, nC, F)
             self.cv_scores_, C_idx = self._choose(fold_scores)
             self.cv_fold_scores_ = fold_scores
         else:
             self.cv_scores_ = np.full((J, 1), np.nan)
             self.cv_fold_scores_ = np.full((J, 1, 0), np.nan)
-        jobs = []
+        units = []
         for j in range(J):
             rows = np.nonzero(Yb[:, j] != 0)[0]
-            jobs.append((rows, Yb[rows, j].astype(np.int64), self.Cs_[C_idx[j]]))
-        res = self._run_jobs(jobs, Xd)
-        W = np.stack([w for w, _ in res])
-        n_iter = np.array([it for _, it in res])
-        obj = [self._objective(Xd, w, rows, y, C) for (rows, y, C), (w, _) in zip(jobs, res, strict=True)]
+            job = (rows, Yb[rows, j].astype(np.int64), self.Cs_[C_idx[j]])
+            units.append((f"ovr-liblinear-fit-{j:05d}", [job], None))
+        res = self._run_units(ckpt, units, Xd, _weights)
+        W = np.concatenate([r["w"] for r in res])
+        n_iter = np.concatenate([r["n_iter"] for r in res])
+        obj = [self._objective(Xd, w, *unit[1][0]) for unit, w in zip(units, W, strict=True)]
         self._finish(W, C_idx, n_iter, n_iter < self.max_iter, np.array(obj))
 
-    def _fit_ovo_liblinear(self, X: np.ndarray, y_idx: np.ndarray) -> None:
+    def _fit_ovo_liblinear(self, X: np.ndarray, y_idx: np.ndarray, ckpt: _Checkpoint) -> None:
         self.kernel_form_ = False
         self._check_finite(X)
         Xd = np.ascontiguousarray(X, dtype=np.float64)
@@ -1313,6 +1630,10 @@ class LinearSVMHead(BaseEstimator):
         nC = self.Cs_.size
         scope = self._scope()
         C_idx = np.zeros(P, dtype=np.int64)
+        # checkpoint units: a batch of pairs per (fold, C) (scope "problem": their held-out scores; "global":
+        # their weights, until the held-out vote of that (fold, C) is saved), a batch of pairs of the final fit
+        ckpt.start(path="ovo-liblinear", batch=_LIBLINEAR_PAIRS)
+        batches = [range(b, min(P, b + _LIBLINEAR_PAIRS)) for b in range(0, P, _LIBLINEAR_PAIRS)]
 
         def pair_rows(i: int) -> tuple[np.ndarray, np.ndarray]:
             a, b = pairs[i]
@@ -1324,44 +1645,74 @@ class LinearSVMHead(BaseEstimator):
             scorer = self.scoring or _binary_accuracy
             fold_scores = np.full((P, nC, F), np.nan)
             pa, pb = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+
+            def reduce(
+                info: tuple[int, range, list[int]], res: list[tuple[np.ndarray, int]]
+            ) -> dict[str, np.ndarray]:
+                k, b, keys = info
+                if scope == "global":
+                    Wb = np.zeros((len(b), d + 1), dtype=np.float32)
+                    for i, (w, _) in zip(keys, res, strict=True):
+                        Wb[i - b.start] = w
+                    return {"W": Wb}
+                sc = np.full(len(b), np.nan)
+                for i, (w, _) in zip(keys, res, strict=True):
+                    rows, y = pair_rows(i)
+                    held = folds[rows] == k
+                    dec = Xd[rows[held]] @ w[:-1] + s * w[-1]
+                    sc[i - b.start] = self._score_fold(dec, y[held], scorer)
+                return {"scores": sc}
+
             for k in range(F):  # one (fold, C) at a time: the pair weights of one (fold, C) fit in memory
                 val = np.nonzero(folds == k)[0]
                 for ci, C in enumerate(self.Cs_):
-                    jobs, keys = [], []
-                    for i in range(P):
-                        rows, y = pair_rows(i)
-                        tr = folds[rows] != k
-                        if (y[tr] > 0).any() and (y[tr] < 0).any():
-                            jobs.append((rows[tr], y[tr], C))
-                            keys.append(i)
-                    W = np.zeros((P, d + 1), dtype=np.float32)
-                    for i, (w, _) in zip(keys, self._run_jobs(jobs, Xd), strict=True):
-                        W[i] = w
-                        if scope == "problem":
+                    vote_unit = f"ovo-liblinear-vote-k{k:02d}-C{ci:03d}"
+                    saved = ckpt.get(vote_unit) if scope == "global" else None
+                    if saved is not None:
+                        fold_scores[:, ci, k] = saved["score"]
+                        continue
+                    units = []
+                    for b in batches:
+                        jobs, keys = [], []
+                        for i in b:
                             rows, y = pair_rows(i)
-                            held = folds[rows] == k
-                            dec = Xd[rows[held]] @ w[:-1] + s * w[-1]
-                            fold_scores[i, ci, k] = self._score_fold(dec, y[held], scorer)
-                    if scope == "global":
-                        dec = torch.from_numpy(Xd[val].astype(np.float32)) @ torch.from_numpy(W[:, :-1]).T
-                        dec += s * torch.from_numpy(W[:, -1])
-                        votes = torch.zeros(val.size, self.classes_.size)
-                        confs = torch.zeros_like(votes)
-                        _vote(votes, confs, dec, pa, pb)
-                        fold_scores[:, ci, k] = float((_winner(votes, confs).numpy() == y_idx[val]).mean())
+                            tr = folds[rows] != k
+                            if (y[tr] > 0).any() and (y[tr] < 0).any():
+                                jobs.append((rows[tr], y[tr], C))
+                                keys.append(i)
+                        units.append(
+                            (f"ovo-liblinear-cv-k{k:02d}-C{ci:03d}-{b.start:06d}", jobs, (k, b, keys))
+                        )
+                    res = self._run_units(ckpt, units, Xd, reduce)
+                    if scope == "problem":
+                        fold_scores[:, ci, k] = np.concatenate([r["scores"] for r in res])
+                        continue
+                    W = np.concatenate([r["W"] for r in res])
+                    dec = torch.from_numpy(Xd[val].astype(np.float32)) @ torch.from_numpy(W[:, :-1]).T
+                    dec += s * torch.from_numpy(W[:, -1])
+                    votes = torch.zeros(val.size, self.classes_.size)
+                    confs = torch.zeros_like(votes)
+                    _vote(votes, confs, dec, pa, pb)
+                    fold_scores[:, ci, k] = float((_winner(votes, confs).numpy() == y_idx[val]).mean())
+                    ckpt.put(vote_unit, score=np.array(fold_scores[0, ci, k]))
+                    ckpt.drop(*(name for name, _, _ in units))  # the vote is all that is needed of them
             self.cv_scores_, C_idx = self._choose(fold_scores)
             self.cv_fold_scores_ = fold_scores[:1] if scope == "global" else fold_scores
         else:
             self.cv_scores_ = np.full((1 if scope == "global" else P, 1), np.nan)
             self.cv_fold_scores_ = np.full((1 if scope == "global" else P, 1, 0), np.nan)
-        jobs = []
-        for i in range(P):
-            rows, y = pair_rows(i)
-            jobs.append((rows, y, self.Cs_[C_idx[i]]))
-        res = self._run_jobs(jobs, Xd)
-        W = np.stack([w for w, _ in res])
-        n_iter = np.array([it for _, it in res])
-        obj = [self._objective(Xd, w, rows, y, C) for (rows, y, C), (w, _) in zip(jobs, res, strict=True)]
+        units = []
+        for b in batches:
+            jobs = []
+            for i in b:
+                rows, y = pair_rows(i)
+                jobs.append((rows, y, self.Cs_[C_idx[i]]))
+            units.append((f"ovo-liblinear-fit-{b.start:06d}", jobs, None))
+        res = self._run_units(ckpt, units, Xd, _weights)
+        W = np.concatenate([r["w"] for r in res])
+        n_iter = np.concatenate([r["n_iter"] for r in res])
+        jobs = [job for _, unit_jobs, _ in units for job in unit_jobs]
+        obj = [self._objective(Xd, w, rows, y, C) for (rows, y, C), w in zip(jobs, W, strict=True)]
         self._finish(W, C_idx, n_iter, n_iter < self.max_iter, np.array(obj))
 
     def _check_finite(self, X: np.ndarray) -> None:
@@ -1453,20 +1804,12 @@ class LinearSVMHead(BaseEstimator):
         """Write the fitted head to ``path`` (one ``.npz``, no pickle), atomically (temporary file + rename)."""
         self._check_fitted()
         path = Path(path)
-        params = {k: _jsonable(v) for k, v in self.get_params(deep=False).items()}
-        params["C"] = (
-            float(params["C"])
-            if isinstance(params["C"], Real)
-            else [float(c) for c in np.atleast_1d(params["C"])]
-        )
-        if isinstance(params["class_weight"], dict):
-            params["class_weight"] = {str(int(k)): float(v) for k, v in params["class_weight"].items()}
-        scoring = params.pop("scoring")
+        params, scoring = self._json_params()
         meta = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
             "params": params,
-            "scoring": None if scoring is None else getattr(scoring, "__qualname__", repr(scoring)),
+            "scoring": scoring,
             "attrs": {k: _jsonable(getattr(self, k)) for k in _SCALAR_ATTRS},
             "none": [k for k in _ARRAY_ATTRS if getattr(self, k, None) is None],
         }
@@ -1483,6 +1826,20 @@ class LinearSVMHead(BaseEstimator):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def _json_params(self) -> tuple[dict[str, Any], str | None]:
+        """The parameters as JSON values (``checkpoint_dir`` left out) and the scoring callable's name."""
+        params = {k: _jsonable(v) for k, v in self.get_params(deep=False).items()}
+        params.pop("checkpoint_dir", None)
+        params["C"] = (
+            float(params["C"])
+            if isinstance(params["C"], Real)
+            else [float(c) for c in np.atleast_1d(params["C"])]
+        )
+        if isinstance(params["class_weight"], dict):
+            params["class_weight"] = {str(int(k)): float(v) for k, v in params["class_weight"].items()}
+        scoring = params.pop("scoring")
+        return params, None if scoring is None else getattr(scoring, "__qualname__", repr(scoring))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LinearSVMHead:
@@ -1571,6 +1928,11 @@ class _ClassBlocks:
         confs = torch.zeros_like(votes)
         _vote(votes, confs, dec, self.pa, self.pb)
         return _winner(votes, confs)
+
+
+def _weights(_: object, res: list[tuple[np.ndarray, int]]) -> dict[str, np.ndarray]:
+    """A liblinear checkpoint unit of final fits: the weight vectors ``(k, d + 1)`` and iteration counts."""
+    return {"w": np.stack([w for w, _ in res]), "n_iter": np.array([it for _, it in res], dtype=np.int64)}
 
 
 def _jsonable(v: Any) -> Any:
