@@ -22,7 +22,7 @@ from .datasets import ImageSet, dataset_config, open_dataset
 from .datasets.base import retrieval_from_labels
 from .errors import ConfigError, StoreError
 from .features.extract import PRECISIONS, ModelRunner, Tap, default_workers, plan_cpu_split, run_extraction
-from .features.store import FeatureStore, Features, StoreEntry, canonical_json, key_of
+from .features.store import Features, FeatureStore, StoreEntry, canonical_json, key_of
 from .features.views import JitterSpec
 
 DEFAULT_METRIC = {"classification": "accuracy", "multilabel": "voc07_map", "attributes": "mean_auc", "retrieval": "oxford_map"}
@@ -332,13 +332,11 @@ def _probe_cache(c: Context, bb: LoadedBackbone, ds: ImageSet, split: str, layer
 
 def _run_probe(bb, pre, samples, layers, o, fast):  # type: ignore[no-untyped-def]
     """fp32 and the fast path on the same sample of images; figures per layer."""
-    import torch
-
-    from .features.extract import _ViewsDataset, fidelity, passes, probe_sample
-
     from concurrent.futures import ThreadPoolExecutor
 
-    from .features.extract import default_workers
+    import torch
+
+    from .features.extract import _ViewsDataset, default_workers, fidelity, passes, probe_sample
 
     idx = probe_sample(len(samples))
     dset = _ViewsDataset(samples, pre, JitterSpec.parse("none"))
