@@ -7,6 +7,7 @@ these. Precedence for each setting: explicit argument (CLI option) > protocol ca
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ from .datasets import ImageSet, dataset_config, open_dataset
 from .datasets.base import retrieval_from_labels
 from .errors import ConfigError, StoreError
 from .features.extract import PRECISIONS, ModelRunner, Tap, default_workers, plan_cpu_split, run_extraction
-from .features.store import Features, FeatureStore, StoreEntry, canonical_json, key_of
+from .features.store import Features, FeatureStore, StoreEntry, key_of
 from .features.views import JitterSpec
 
 DEFAULT_METRIC = {"classification": "accuracy", "multilabel": "voc07_map", "attributes": "mean_auc", "retrieval": "oxford_map"}
@@ -294,7 +295,7 @@ def resolve_precision(
     for n in layers:
         cached = _probe_cache(c, bb, ds, split, n, o, fast)
         if cached.is_file():
-            fig = _json_load(cached)
+            fig = json.loads(cached.read_text())
             out[n] = (fig["chosen"], fig)
         else:
             pending.append(n)
@@ -305,7 +306,7 @@ def resolve_precision(
 
             p = _probe_cache(c, bb, ds, split, n, o, fast)
             p.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(p, _json_dumps(fig).encode())
+            atomic_write_bytes(p, json.dumps(fig, indent=1).encode())
             out[n] = (fig["chosen"], fig)
             if fig["chosen"] != fast:
                 from .cli._console import err_console
@@ -366,16 +367,6 @@ def _run_probe(bb, pre, samples, layers, o, fast):  # type: ignore[no-untyped-de
     return figs
 
 
-def _json_load(p: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(p.read_text())
-
-
-def _json_dumps(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=1)
 
 
 def _layer_list(layers: Sequence[str] | str | None, bb: LoadedBackbone) -> list[str]:
@@ -754,10 +745,6 @@ def _pooled_views(f: Features, how: str) -> np.ndarray:
     n, v, d = arr.shape
     x = normalize(np.nan_to_num(arr.reshape(n * v, d)), how).reshape(n, v, d).mean(axis=1)
     return normalize(x, "l2" if how != "none" else "none")
-
-
-def card_hash(card: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(card).encode()).hexdigest()[:12]
 
 
 __all__ = [
