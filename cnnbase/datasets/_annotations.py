@@ -142,17 +142,3 @@ def numbered_name(name: str) -> int | None:
     m = _NUMBERED.match(name)
     return int(m.group(1)) if m else None
 
-
-def join_under(base: Path, rel: str, *, where: str) -> Path:
-    """``base / rel`` for a path read from an annotation file, refusing paths that escape ``base``.
-
-    A lexical check first (no file-system calls, so 10k paths cost nothing and symlinked image folders keep
-    working); anything absolute or climbing with ``..`` goes to :func:`~cnnbase.datasets.base.safe_join`,
-    which raises the standard error naming ``where``.
-    """
-    norm = os.path.normpath(rel.replace("\\", "/")) if rel else rel
-    if not rel or os.path.isabs(norm) or norm == ".." or norm.startswith("../") or re.match(r"^[A-Za-z]:", rel):
-        from .base import safe_join
-
-        return safe_join(base, rel, where=where)
-    return base / rel

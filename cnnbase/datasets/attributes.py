@@ -54,13 +54,12 @@ from ._annotations import (
     fields,
     first_existing,
     image_size,
-    join_under,
     lines,
     scale_box,
     to_float,
     to_int,
 )
-from .base import ImageSet, Sample, register_adapter
+from .base import ImageSet, Sample, register_adapter, safe_join
 
 H3D_ATTRIBUTES = ("is_male", "has_long_hair", "has_glasses", "has_hat", "has_t-shirt", "has_long_sleeves", "has_shorts", "has_jeans", "has_long_pants")
 
@@ -130,7 +129,7 @@ def read_uiuc_attributes(
             if sid in seen_ids:
                 raise bad_line(f, n, f"sample {sid} was already read from {seen_ids[sid]}", "an image may not appear in two annotation files")
             seen_ids[sid] = f"{f}:{n}"
-            samples.append(Sample(id=sid, path=join_under(img_dir, image, where=f"{f}:{n}"), box=(x0 - 1.0, y0 - 1.0, x1, y1)))
+            samples.append(Sample(id=sid, path=safe_join(img_dir, image, where=f"{f}:{n}"), box=(x0 - 1.0, y0 - 1.0, x1, y1)))
             ys.append(vals)
             cs.append(cindex[cls])
         if not samples:
@@ -175,7 +174,7 @@ def read_people_attributes(
             k = counter.get(name, 0)
             counter[name] = k + 1
             sid = f"{split}/{name}#{k}"
-            path = join_under(root / split, f"{int(name[:5]):05d}.jpg", where=f"{f}:{n}")
+            path = safe_join(root / split, f"{int(name[:5]):05d}.jpg", where=f"{f}:{n}")
             if any(math.isnan(v) for v in (x, y, w, h)):
                 nan_boxes.append(sid)
                 box, annotated[sid] = None, None

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
-from ._annotations import bad_line, fields, image_size, join_under, lines, scale_box, to_float, to_int
-from .base import ImageSet, Sample, register_adapter
+from ._annotations import bad_line, fields, image_size, lines, scale_box, to_float, to_int
+from .base import ImageSet, Sample, register_adapter, safe_join
 
 FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
 
@@ -155,7 +155,7 @@ def read_cub(
         if flag not in (0, 1):
             raise bad_line(split_txt, sn, f"is_training_image is {flag}, expected 1 (train) or 0 (test)")
         split = "train" if flag == 1 else "test"
-        path = join_under(img_dir, rel, where=f"{images_txt}:{n}")
+        path = safe_join(img_dir, rel, where=f"{images_txt}:{n}")
         box = None
         if use_boxes:
             annotated[rel] = boxes[key]

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ._annotations import join_under, missing_file
-from .base import ImageSet, Sample, register_adapter
+from ._annotations import missing_file
+from .base import ImageSet, Sample, register_adapter, safe_join
 
 SET_KEYS = (("train", "trnid"), ("val", "valid"), ("test", "tstid"))
 
@@ -81,7 +81,7 @@ def read_flowers(
                 raise DatasetError(f"{set_path}: image {i} is in both {owner[i]} and {key}; download the official setid.mat again")
             owner[i] = key
         splits[split] = [
-            Sample(id=f"{image_dir}/image_{i:05d}.jpg", path=join_under(images, f"image_{i:05d}.jpg", where=f"{set_path}:{key}"))
+            Sample(id=f"{image_dir}/image_{i:05d}.jpg", path=safe_join(images, f"image_{i:05d}.jpg", where=f"{set_path}:{key}"))
             for i in ids.tolist()
         ]
         labels[split] = (y_all[ids - 1] - 1).astype(np.int64)

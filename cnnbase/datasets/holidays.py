@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ._annotations import bad_line, join_under, lines, numbered_name
-from .base import ImageSet, Sample, register_adapter
+from ._annotations import bad_line, lines, numbered_name
+from .base import ImageSet, Sample, register_adapter, safe_join
 
 
 def _from_mat(path: Path) -> tuple[list[str], np.ndarray | None]:
@@ -104,7 +104,7 @@ def read_holidays(
     names = [f"{num:06d}" for num in numbers]
     prefix = (image_dir or ("jpg_rotated" if rotated else "jpg")).strip("/")
     database = [
-        Sample(id=f"{prefix}/{x}.jpg", path=join_under(img_dir, f"{x}.jpg", where=w)) for x, (_, w) in zip(names, entries, strict=True)
+        Sample(id=f"{prefix}/{x}.jpg", path=safe_join(img_dir, f"{x}.jpg", where=w)) for x, (_, w) in zip(names, entries, strict=True)
     ]
     nums = np.asarray(numbers, dtype=np.int64)
     groups = nums // 100

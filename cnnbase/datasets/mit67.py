@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ._annotations import bad_line, join_under, lines
-from .base import ImageSet, Sample, register_adapter
+from ._annotations import bad_line, lines
+from .base import ImageSet, Sample, register_adapter, safe_join
 
 
 @register_adapter("mit67")
@@ -54,7 +54,7 @@ def read_mit67(
     classes = sorted({cls for r in rows.values() for _, cls, _ in r})
     index = {c: i for i, c in enumerate(classes)}
     splits = {
-        split: [Sample(id=rel, path=join_under(images, rel, where=where)) for rel, _, where in r] for split, r in rows.items()
+        split: [Sample(id=rel, path=safe_join(images, rel, where=where)) for rel, _, where in r] for split, r in rows.items()
     }
     labels = {split: np.asarray([index[c] for _, c, _ in r], dtype=np.int64) for split, r in rows.items()}
     return ImageSet(name="mit67", task="classification", root=root, classes=classes, splits=splits, labels=labels, meta={"image_dir": str(images)})

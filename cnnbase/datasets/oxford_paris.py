@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ._annotations import bad_line, fields, first_existing, index_images, join_under, lines, to_float
-from .base import ImageSet, Sample, register_adapter
+from ._annotations import bad_line, fields, first_existing, index_images, lines, to_float
+from .base import ImageSet, Sample, register_adapter, safe_join
 
 # https://www.robots.ox.ac.uk/~vgg/data/parisbuildings/corrupt.txt (files that are an HTML error page, not a JPEG)
 PARIS_CORRUPT = frozenset(
@@ -138,7 +138,7 @@ def read_oxford_paris(
     index = {x: i for i, x in enumerate(db_names)}
 
     def path_of(x: str, where: str) -> Path:
-        return found[x] if x in found else join_under(img_root, f"{x}.jpg", where=where)
+        return found[x] if x in found else safe_join(img_root, f"{x}.jpg", where=where)
 
     database = [Sample(id=x, path=path_of(x, source)) for x in db_names]
     queries, qsamples = [], []

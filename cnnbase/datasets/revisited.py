@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from ._annotations import index_images, join_under
+from ._annotations import index_images
 from ._safe_pickle import load_pickle
-from .base import ImageSet, Sample, register_adapter
+from .base import ImageSet, Sample, register_adapter, safe_join
 
 
 def find_gnd(root: Path, name: str | None) -> Path | None:
@@ -88,7 +88,7 @@ def read_revisited(
     found = index_images(img_root if img_root.is_dir() else root)  # flat jpg/ or nested (paris/<landmark>/)
 
     def sample(x: str, box: tuple[float, ...] | None = None) -> Sample:
-        p = found.get(x) or join_under(img_root, f"{x}.jpg", where=str(path))
+        p = found.get(x) or safe_join(img_root, f"{x}.jpg", where=str(path))
         return Sample(id=x, path=p, box=box)  # type: ignore[arg-type]
 
     queries, qsamples = [], []

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ._annotations import bad_line, fields, first_existing, join_under, to_float, to_int
-from .base import ImageSet, Sample, register_adapter
+from ._annotations import bad_line, fields, first_existing, to_float, to_int
+from .base import ImageSet, Sample, register_adapter, safe_join
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -118,7 +118,7 @@ def read_voc(
         if not ids:
             raise DatasetError(f"{list_file}: lists no images; the file is truncated, download the devkit again")
         splits[split] = [
-            Sample(id=i, path=join_under(images, f"{i}.jpg", where=f"{list_file}:{seen[i]}")) for i in ids
+            Sample(id=i, path=safe_join(images, f"{i}.jpg", where=f"{list_file}:{seen[i]}")) for i in ids
         ]
         y = _read_class_labels(main, split, ids, name)
         if y is None:
