@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -72,7 +73,7 @@ def patch_views(img: Image.Image, levels: int, pre: Preprocess) -> torch.Tensor:
     """uint8 ``(patches, 3, crop, crop)``: every sub-patch's smallest containing square, padded, preprocessed."""
     fill = fill_colour(pre)
     w, h = img.size
-    return torch.stack([preprocess_pil(square_crop(img, b, fill), pre) for b in patch_squares(w, h, levels)])
+    return torch.from_numpy(np.stack([preprocess_pil(square_crop(img, b, fill), pre).numpy() for b in patch_squares(w, h, levels)]))
 
 
 def spatial_spec(levels: int, pre: Preprocess) -> dict[str, Any]:

@@ -81,7 +81,8 @@ def preprocess_pil(img: Image.Image, p: Preprocess) -> torch.Tensor:
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    # numpy's transpose copy: torch's uint8 permute().contiguous() took 0.3 ms on one thread and 8 ms on two
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
 def rotated_inner_crop(img: Image.Image, angle: float) -> Image.Image:
@@ -121,12 +122,17 @@ def make_views(img: Image.Image, p: Preprocess, spec: JitterSpec) -> torch.Tenso
         from .spatial import patch_views
 
         return patch_views(img, spec.levels, p)
-    return torch.stack([preprocess_pil(v, p) for v in jitter_images(img, spec)])
+    return torch.from_numpy(np.stack([preprocess_pil(v, p).numpy() for v in jitter_images(img, spec)]))
 
 
 def normalize_batch(x: torch.Tensor, p: Preprocess, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (N, 3, H, W) → normalised float, the same arithmetic as ToTensor() then Normalize()."""
-    mean = torch.tensor(p.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(p.std, dtype=torch.float32).view(1, 3, 1, 1)
-    out = x.to(torch.float32).div_(255).sub_(mean).div_(std)
+    """uint8 (N, 3, H, W) → normalised float: ``ToTensor()`` then ``Normalize()`` as one multiply-add per pixel.
+
+    ``x * (1 / (255 std)) - mean / std`` in float32 equals ``(x / 255 - mean) / std`` to within float32 rounding
+    (relative 1e-7) and makes two passes over the batch instead of four.
+    """
+    std = torch.tensor(p.std, dtype=torch.float64)
+    scale = (1.0 / (255.0 * std)).to(torch.float32).view(1, 3, 1, 1)
+    bias = (-torch.tensor(p.mean, dtype=torch.float64) / std).to(torch.float32).view(1, 3, 1, 1)
+    out = torch.addcmul(bias, x.to(torch.float32), scale)
     return out if dtype == torch.float32 else out.to(dtype)

@@ -344,7 +344,8 @@ def _flush(runner, queue: list[tuple[int, torch.Tensor]], out: np.ndarray, layer
     """Run the queued patches (several images) through the frozen layers, ``batch_size`` at a time, into ``out``."""
     if not queue:
         return
-    x = torch.cat([t for _, t in queue])
+    # numpy joins the channels-last blocks as one memcpy (torch.cat of channels-last uint8 copied element-wise)
+    x = torch.from_numpy(np.concatenate([t.permute(0, 2, 3, 1).numpy() for _, t in queue])).permute(0, 3, 1, 2)
     rows = np.concatenate([np.arange(o, o + len(t)) for o, t in queue])
     for a in range(0, len(x), batch_size):
         out[rows[a : a + batch_size]] = runner(x[a : a + batch_size])[layer]
