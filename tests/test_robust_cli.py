@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _robust_child import Child
 from _images import write_images
+from _robust_child import Child
 
 from cnnbase.features.store import FeatureStore
 from cnnbase.runner import Context, FeatureOptions, extract

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _robust_child import Child, wait_for
 from _images import write_images
+from _robust_child import Child, wait_for
 
 from cnnbase.errors import StoreError
 from cnnbase.features.store import StoreEntry

@@ -18,6 +18,7 @@ from cnnbase.datasets.verify import locate, verify
 
 runner = CliRunner()
 from cnnbase.metrics import METRICS  # noqa: E402  (every datasets.yaml metric must be a registered one)
+
 BENCHMARKS = {
     "voc2007", "voc2012", "mit67", "cub200", "flowers102", "apascal", "ayahoo", "h3d", "oxford5k", "paris6k",
     "roxford5k", "rparis6k", "holidays", "holidays_rotated", "ukbench",
