@@ -169,13 +169,12 @@ def extract(
             continue
         jitter = JitterSpec.parse(o.jitter)
         workers = default_workers() if o.workers is None else o.workers
-        compile_ = resolve_compile(o, len(samples) * jitter.views)
         with _locked(list(todo.values())):
             todo = {n: e for n, e in todo.items() if not e.complete}  # another process may have finished it
             for precision in sorted({precisions[n][0] for n in todo}):
                 group = {n: e for n, e in todo.items() if precisions[n][0] == precision}
                 if group:
-                    _extract_group(c, bb, bb_pre, ds, split, samples, group, precisions, o, jitter, workers, compile_, precision)
+                    _extract_group(c, bb, bb_pre, ds, split, samples, group, precisions, o, jitter, workers, precision)
     return entries
 
 
@@ -201,7 +200,7 @@ def _refuse_skipped(entries, samples) -> None:  # type: ignore[no-untyped-def]
         )
 
 
-def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitter, workers, compile_, precision):  # type: ignore[no-untyped-def]
+def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitter, workers, precision):  # type: ignore[no-untyped-def]
     """One forward pass per batch for every layer of ``todo`` (all at the same precision)."""
     runner = ModelRunner(
         _with_preprocess(bb, bb_pre),
@@ -209,7 +208,7 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
         precision=precision,
         pool=o.pool,
         channels_last=o.channels_last,
-        compile=compile_,
+        compile=bool(o.compile),
     )
     import torch
 
@@ -217,9 +216,14 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
         e.begin([s.id for s in samples], o.shard_size, {"views": jitter.views})
     taps = [Tap(n, bb.resolve_layer(n).node, e) for n, e in todo.items()]
     threads, split_plan = torch.get_num_threads(), {}
+    model_s = None
     if o.workers is None and len(samples) >= 64 and runner.device.type == "cpu":
         workers, plan_threads, split_plan = plan_cpu_split(runner, samples, jitter, max(1, o.batch_size // jitter.views) * jitter.views)
         torch.set_num_threads(plan_threads)
+        if split_plan:
+            model_s = split_plan["model_core_ms_per_image"] / 1000 / plan_threads / jitter.views  # wall s per input
+    if not runner.compiled and resolve_compile(o, len(samples) * jitter.views, model_s):
+        runner.enable_compile()
     try:
         with _progress(c.progress, f"{bb.name} {','.join(todo)} · {ds.name}/{split} · {precision}", len(samples)) as prog:
             run_extraction(
@@ -262,14 +266,20 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
             )
 
 
-COMPILE_MIN_IMAGES = 1000  # below this, compiling (2-15 s) costs more than it saves on CPU (PERF.md)
+COMPILE_MIN_IMAGES = 1000  # without a timing: below this many inputs compiling does not pay on the CPU (PERF.md)
+COMPILE_MIN_SECONDS = 60.0  # with one: compile when the eager model would run this long
 
 
-def resolve_compile(o: FeatureOptions, n_images: int) -> bool:
-    """``--compile`` as given, else compile when there are enough images to repay the compile time."""
+def resolve_compile(o: FeatureOptions, n_inputs: int, eager_s_per_input: float | None = None) -> bool:
+    """``--compile`` as given; else compile when it repays its cost: compiling takes 5–25 s here and at best halves
+    the model's time (ResNet-50 bf16: 25 → 52 img/s; AlexNet: no gain), so only when the eager model would run
+    :data:`COMPILE_MIN_SECONDS` or longer (from the timing of the CPU plan) or, untimed, on
+    :data:`COMPILE_MIN_IMAGES` inputs or more."""
     if o.compile is not None:
         return bool(o.compile)
-    return n_images >= COMPILE_MIN_IMAGES
+    if eager_s_per_input is not None:
+        return n_inputs * eager_s_per_input >= COMPILE_MIN_SECONDS
+    return n_inputs >= COMPILE_MIN_IMAGES
 
 
 def resolve_precision(

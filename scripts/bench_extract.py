@@ -5,7 +5,7 @@ Prints images/s for
   (a) a plain loop: ImageFolder + standard transforms, DataLoader without workers, fp32 model, features stacked;
   (b) cnnbase's extraction end to end (decode workers, store writes; model load excluded, measured separately);
   (c) the model alone on pre-loaded tensors, in cnnbase's precision/compile settings;
-  (d) decode + preprocess alone, on all cores;
+  (d) decode + preprocess (normalisation included, as cnnbase's workers do it) alone, on all cores;
 and the ratios b/a and b/L with L = 1 / (1/c + 1/d), the limit when decoding and the model share the cores.
 
     python scripts/bench_extract.py --images ../shared/data/hymenoptera_data --model alexnet
@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,11 @@ def main() -> None:
     b = len(samples) / wall
     print(f"(b) cnnbase extract, end to end {b:8.1f} img/s   ({wall:.1f} s incl. set-up; precision {used.get('precision', '?')}, "
           f"compile {used.get('compile', '?')}, probe {used.get('probe', {}).get('verdict', '–')})")
+    probe = used.get("probe") or {}
+    if "min_cosine" in probe:
+        print(f"    probe on {probe.get('images')} images: min cosine {probe['min_cosine']:.5f}, relative error "
+              f"{100 * probe['median_rel_error']:.2f}%, 10-NN {probe['knn10_overlap']:.3f}, top-1 {probe['top1_agreement']:.3f}")
+    print(f"    {used.get('workers')} decode worker(s) + {used.get('threads')} torch thread(s); plan {used.get('cpu_split')}")
 
     run_opts = replace(opts, precision=used.get("precision", "fp32"), compile=bool(used.get("compile", False)))
     runner = ModelRunner(bb, {layer: node}, precision=run_opts.precision, compile=run_opts.compile)
@@ -150,7 +156,8 @@ def main() -> None:
     ds_ = []
     for _ in range(max(1, args.repeats - 1)):
         t = time.perf_counter()
-        for _ in DataLoader(dset, batch_size=args.batch_size, num_workers=cores, collate_fn=_collate):
+        norm = partial(_collate, normalize=(bb.preprocess, runner.dtype, True))  # what cnnbase's workers do
+        for _ in DataLoader(dset, batch_size=args.batch_size, num_workers=cores, collate_fn=norm):
             pass
         ds_.append(len(samples) / (time.perf_counter() - t))
     d = statistics.median(ds_)

@@ -77,6 +77,11 @@ def test_compile_only_for_long_runs() -> None:
     assert resolve_compile(FeatureOptions(), 5000) is True
     assert resolve_compile(FeatureOptions(compile=False), 5000) is False
     assert resolve_compile(FeatureOptions(compile=True), 10) is True
+    # timed: AlexNet-like (6 ms per input on the CPU) never pays on 5,000 inputs; ResNet-50-like (40 ms) does
+    assert resolve_compile(FeatureOptions(), 5000, 0.006) is False
+    assert resolve_compile(FeatureOptions(), 5000, 0.040) is True
+    assert resolve_compile(FeatureOptions(), 400, 0.040) is False
+    assert resolve_compile(FeatureOptions(compile=False), 5000, 0.040) is False
 
 
 def test_padded_batch_gives_same_rows() -> None:
@@ -89,3 +94,26 @@ def test_padded_batch_gives_same_rows() -> None:
     r = ModelRunner(bb, {"fc6": "classifier.2"}, precision="fp32")
     x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     np.testing.assert_array_equal(r(x)["fc6"], r(x, pad_to=8)["fc6"])
+
+
+def test_cpu_split_balances_decode_and_model() -> None:
+    from cnnbase.features.extract import split_for
+
+    # AlexNet-like: decode and model cost about the same → one core each, no oversubscription
+    assert split_for(2, 0.006, 0.006)[:2] == (1, 1)
+    # ResNet-50-like: the model costs 10x the decode → one worker decodes ahead of a model on every core
+    w, t, rate = split_for(2, 0.003, 0.038)
+    assert (w, t) == (1, 2) and rate == pytest.approx(extract_mod.SHARED_EFFICIENCY * 2 / 0.041)
+    # decode-heavy on 8 cores: 6 cores decode (600 img/s), 2 run the model (1000 img/s)
+    assert split_for(8, 0.010, 0.002) == (6, 2, pytest.approx(600))
+    # one core: nothing to split
+    assert split_for(1, 0.003, 0.01)[:2] == (1, 1)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_worker_normalised_batches_equal_in_process_ones(tmp_path: Path, random_folder: Path, precision: str) -> None:
+    """Decode workers normalise the batch on the CPU; the stored features are bitwise those of a worker-less run."""
+    a_opts = replace(OPTS, precision=precision, workers=0)
+    (a,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=a_opts, ctx=_ctx(tmp_path / "a"))
+    (b,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=replace(a_opts, workers=1), ctx=_ctx(tmp_path / "b"))
+    np.testing.assert_array_equal(np.load(a.path / "features.npy"), np.load(b.path / "features.npy"))

@@ -12,7 +12,7 @@ from cnnbase.errors import CnnbaseError, StoreError
 from cnnbase.features.store import FeatureStore
 from cnnbase.runner import Context, FeatureOptions, extract, load_features
 
-OPTS = FeatureOptions(weights="random", workers=0, batch_size=4, shard_size=4)
+OPTS = FeatureOptions(weights="random", workers=0, batch_size=4, shard_size=4, precision="fp32")
 
 
 def _ctx(tmp_path: Path, name: str = "store") -> Context:

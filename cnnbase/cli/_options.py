@@ -53,7 +53,7 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="Storage dtype of feature
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Network inputs per forward pass (an image with 16 jitter views counts 16).")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Decoding processes (default: half the cores).")]
 CompileOpt = Annotated[
-    bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model (default: only for runs of 1,000+ images, where it repays its compile time).")
+    bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model (default: only when the eager model would run a minute or more, where compiling repays its 5-25 s).")
 ]
 BadImageOpt = Annotated[
     str, typer.Option("--on-bad-image", help="fail (default: list every bad file and stop) or skip (record them and go on).")
