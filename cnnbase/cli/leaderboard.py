@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -17,10 +16,10 @@ from ._options import ResultsOpt
 def leaderboard(
     results: ResultsOpt = None,
     format: str = typer.Option("table", "--format", "-f", help="table (terminal), md, csv or latex."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="Only this metric (e.g. voc07_map)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Comma-separated datasets, in column order."),
-    reference: Optional[str] = typer.Option(None, "--reference", help="Print a paper's published rows beside yours, with deltas (e.g. razavian2014)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the table to this file instead of printing it."),
+    metric: str | None = typer.Option(None, "--metric", help="Only this metric (e.g. voc07_map)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Comma-separated datasets, in column order."),
+    reference: str | None = typer.Option(None, "--reference", help="Print a paper's published rows beside yours, with deltas (e.g. razavian2014)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the table to this file instead of printing it."),
 ) -> None:
     """Render the records as a table: rows = backbone + layer, columns = dataset (metric).
 
