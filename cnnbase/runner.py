@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .backbones import LoadedBackbone, load_backbone
+from .backbones.spec import Preprocess
 from .config import default_store
 from .datasets import ImageSet, dataset_config, open_dataset
 from .datasets.base import retrieval_from_labels
@@ -108,6 +109,17 @@ def train_test_splits(ds: ImageSet, train: str | None, test: str | None) -> tupl
 
 
 # -- extraction -------------------------------------------------------------------------------------------------
+def fast_variant(pre: Preprocess, precision: str) -> Preprocess:
+    """``pre`` as a run at ``precision`` uses it: the fast path (bf16/fp16) also resizes only the crop region
+    (``Preprocess.region_resize``), which the precision probe checks together with the arithmetic."""
+    return replace(pre, region_resize=True) if precision in ("bf16", "fp16") and pre.mode == "center_crop" else pre
+
+
+def run_preprocess(bb: LoadedBackbone, override: str | None, precision: str) -> Preprocess:
+    """The preprocessing a run uses: the backbone's, with ``--preprocess`` applied, in its ``precision`` variant."""
+    return fast_variant(bb.preprocess.override(override), precision)
+
+
 def feature_fields(bb: LoadedBackbone, layer: str, ds: ImageSet, split: str, opts: FeatureOptions) -> dict[str, Any]:
     """The store-key fields of one (backbone, layer, dataset, split) under ``opts`` (precision already resolved)."""
     if opts.precision == "auto":
@@ -118,7 +130,7 @@ def feature_fields(bb: LoadedBackbone, layer: str, ds: ImageSet, split: str, opt
         "weights": bb.weights_id,
         "layer": tap.name,
         "node": tap.node,
-        "preprocess": bb.preprocess.override(opts.preprocess).to_dict(),
+        "preprocess": run_preprocess(bb, opts.preprocess, opts.precision).to_dict(),
         "jitter": JitterSpec.parse(opts.jitter).to_dict(),
         "pool": opts.pool,
         "precision": opts.precision,
@@ -203,7 +215,7 @@ def _refuse_skipped(entries, samples) -> None:  # type: ignore[no-untyped-def]
 def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitter, workers, precision):  # type: ignore[no-untyped-def]
     """One forward pass per batch for every layer of ``todo`` (all at the same precision)."""
     runner = ModelRunner(
-        _with_preprocess(bb, bb_pre),
+        _with_preprocess(bb, fast_variant(bb_pre, precision)),
         {n: bb.resolve_layer(n).node for n in todo},
         precision=precision,
         pool=o.pool,
@@ -249,6 +261,7 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
             "requested_precision": o.precision,
             "probe": precisions[n][1],
             "compile": bool(runner.compiled),
+            "region_resize": runner.preprocess.region_resize,
             "threads": used_threads,
             "workers": workers,
             "cpu_split": split_plan,
@@ -335,6 +348,7 @@ def _probe_cache(c: Context, bb: LoadedBackbone, ds: ImageSet, split: str, layer
     key = key_of({
         "backbone": bb.name, "weights": bb.weights_id, "node": bb.resolve_layer(layer).node,
         "preprocess": bb.preprocess.override(o.preprocess).to_dict(), "pool": o.pool, "fast": fast,
+        "fast_preprocess": run_preprocess(bb, o.preprocess, fast).to_dict(),
         "dataset": ds.name, "split": split, "samples": ds.split_hash(split),
         "images": PROBE_IMAGES, "thresholds": PROBE_THRESHOLDS,
     })
@@ -350,22 +364,26 @@ def _run_probe(bb, pre, samples, layers, o, fast):  # type: ignore[no-untyped-de
     from .features.extract import _ViewsDataset, default_workers, fidelity, passes, probe_sample
 
     idx = probe_sample(len(samples))
-    dset = _ViewsDataset(samples, pre, JitterSpec.parse("none"))
-    with ThreadPoolExecutor(max_workers=2 * default_workers()) as pool:  # Pillow decodes without the GIL
-        views = [v for _, v in pool.map(dset.__getitem__, idx)]
-    x = torch.cat([v for v in views if not isinstance(v, str)]) if any(not isinstance(v, str) for v in views) else None
+    fpre = fast_variant(pre, fast)
+
+    def inputs(p: Preprocess) -> torch.Tensor | None:
+        dset = _ViewsDataset(samples, p, JitterSpec.parse("none"))
+        with ThreadPoolExecutor(max_workers=2 * default_workers()) as pool:  # Pillow decodes without the GIL
+            views = [v.numpy() for _, v in pool.map(dset.__getitem__, idx) if not isinstance(v, str)]
+        return torch.from_numpy(np.concatenate(views)) if views else None
+
+    x = inputs(pre)
     nodes = {n: bb.resolve_layer(n).node for n in layers}
     if x is None:
         return {n: {"verdict": "no readable image to probe", "chosen": "fp32"} for n in layers}
-    b = _with_preprocess(bb, pre)
+    xf = x if fpre == pre else inputs(fpre)  # the fast path's own preprocessing, when it has one
     ref = {k: [] for k in layers}
     fst = {k: [] for k in layers}
-    r32 = ModelRunner(b, nodes, precision="fp32", pool=o.pool, channels_last=o.channels_last)
-    rf = ModelRunner(b, nodes, precision=fast, pool=o.pool, channels_last=o.channels_last)
+    r32 = ModelRunner(_with_preprocess(bb, pre), nodes, precision="fp32", pool=o.pool, channels_last=o.channels_last)
+    rf = ModelRunner(_with_preprocess(bb, fpre), nodes, precision=fast, pool=o.pool, channels_last=o.channels_last)
     for start in range(0, len(x), o.batch_size):
-        chunk = x[start:start + o.batch_size]
-        for store_, runner_ in ((ref, r32), (fst, rf)):
-            out = runner_(chunk)
+        for store_, runner_, xs in ((ref, r32, x), (fst, rf, xf)):
+            out = runner_(xs[start:start + o.batch_size])
             for k in layers:
                 store_[k].append(out[k])
     figs = {}

@@ -117,3 +117,35 @@ def test_worker_normalised_batches_equal_in_process_ones(tmp_path: Path, random_
     (a,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=a_opts, ctx=_ctx(tmp_path / "a"))
     (b,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=replace(a_opts, workers=1), ctx=_ctx(tmp_path / "b"))
     np.testing.assert_array_equal(np.load(a.path / "features.npy"), np.load(b.path / "features.npy"))
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (333, 256), (256, 256), (300, 224), (640, 480), (1000, 90)])
+def test_region_resize_within_one_level_of_the_exact_transform(size: tuple[int, int]) -> None:
+    from PIL import Image
+
+    from cnnbase.backbones.spec import Preprocess
+    from cnnbase.features.views import _region_resize, preprocess_pil
+
+    rng = np.random.default_rng(sum(size))
+    small = rng.integers(0, 256, size=(size[1] // 8 + 1, size[0] // 8 + 1, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize(size, Image.BICUBIC)
+    for interp in ("bilinear", "bicubic"):
+        exact = Preprocess(interpolation=interp)
+        a = preprocess_pil(img, exact).numpy().astype(int)
+        b = preprocess_pil(img, replace(exact, region_resize=True)).numpy().astype(int)
+        assert a.shape == b.shape == (3, 224, 224)
+        assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.05
+        # the region path runs wherever the image is reduced; enlarged or already-sized images take the exact one
+        assert (_region_resize(img, replace(exact, region_resize=True)) is not None) == (min(size) > 256)
+
+
+def test_fast_path_resizes_the_region_and_keys_it(tmp_path: Path, random_folder: Path) -> None:
+    from cnnbase.backbones.spec import Preprocess
+
+    assert "region_resize" not in Preprocess().to_dict()  # the exact path keeps its old store keys
+    ctx = _ctx(tmp_path)
+    opts = replace(OPTS, workers=0)
+    (e32,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=replace(opts, precision="fp32"), ctx=ctx)
+    (e16,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=replace(opts, precision="bf16"), ctx=ctx)
+    assert e32.manifest()["run"]["region_resize"] is False and e16.manifest()["run"]["region_resize"] is True
+    assert e16.fields["preprocess"]["region_resize"] is True and "region_resize" not in e32.fields["preprocess"]

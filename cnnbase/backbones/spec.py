@@ -26,6 +26,11 @@ class Preprocess:
             (Razavian et al. 2014: "resize the whole image to 221×221"; ``resize`` is unused).
 
     Pixels go to [0, 1] and are normalised by ``mean`` / ``std`` per channel.
+
+    ``region_resize`` (``center_crop`` only): resample just the region the crop keeps, straight to ``crop`` × ``crop``
+    (PIL's ``resize(box=…)``, same output grid and filter). 1.2–1.4x faster preprocessing; pixels differ from the
+    two-step transform by at most 1/255 where PIL's fixed-point weights round differently (median feature change
+    0.03%, a tenth of bf16's). Part of the fast path: on with bf16/fp16, off with fp32 (see ``runner``).
     """
 
     mode: str = "center_crop"
@@ -35,6 +40,7 @@ class Preprocess:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
     antialias: bool = True
+    region_resize: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("center_crop", "square"):
@@ -47,6 +53,8 @@ class Preprocess:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if not d["region_resize"]:
+            del d["region_resize"]  # the exact path keeps the keys it always had
         return d
 
     def override(self, spec: str | None) -> Preprocess:

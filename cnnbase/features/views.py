@@ -70,10 +70,36 @@ class JitterSpec:
         raise ConfigError(f"unknown --jitter {name!r}; choose none, flip, razavian or spatial:LEVELS")
 
 
+_PIL_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+def _region_resize(img: Image.Image, p: Preprocess) -> Image.Image | None:
+    """``Resize(p.resize)`` + ``CenterCrop(p.crop)`` resampling only the crop's region (``p.region_resize``), or None
+    where the exact path runs: not asked for, an image that is enlarged rather than reduced (small, so cheap; and
+    bicubic upsampling differed by 2/255), or one torchvision would not resize or would pad."""
+    if not (p.region_resize and p.mode == "center_crop" and p.antialias and p.interpolation in _PIL_FILTERS):
+        return None
+    w, h = img.size
+    short, long_ = (w, h) if w <= h else (h, w)
+    if short <= p.resize:
+        return None
+    new_long = int(p.resize * long_ / short)  # torchvision's output size for an int size
+    nw, nh = (p.resize, new_long) if w <= h else (new_long, p.resize)
+    if (nw, nh) == (w, h) or nw < p.crop or nh < p.crop:
+        return None
+    top, left = int(round((nh - p.crop) / 2.0)), int(round((nw - p.crop) / 2.0))  # torchvision's center_crop
+    sx, sy = w / nw, h / nh
+    box = (left * sx, top * sy, (left + p.crop) * sx, (top + p.crop) * sy)
+    return img.resize((p.crop, p.crop), _PIL_FILTERS[p.interpolation], box=box)
+
+
 def preprocess_pil(img: Image.Image, p: Preprocess) -> torch.Tensor:
-    """One PIL RGB image → uint8 tensor (3, crop, crop), exactly as torchvision's eval transform resizes and crops."""
+    """One PIL RGB image → uint8 tensor (3, crop, crop), exactly as torchvision's eval transform resizes and crops
+    (to within 1/255 per pixel with ``p.region_resize``)."""
     mode = _MODES[p.interpolation]
-    if p.mode == "square":
+    if (region := _region_resize(img, p)) is not None:
+        img = region
+    elif p.mode == "square":
         img = F.resize(img, [p.crop, p.crop], interpolation=mode, antialias=p.antialias)
     else:
         img = F.resize(img, [p.resize], interpolation=mode, antialias=p.antialias)
