@@ -151,12 +151,15 @@ def main() -> None:
 
     from cnnbase.features.extract import _collate
 
-    dset = _ViewsDataset(samples, bb.preprocess, JitterSpec.parse("none"))
+    from cnnbase.runner import fast_variant
+
+    pre = fast_variant(bb.preprocess, run_opts.precision)  # the preprocessing (b) used (region resize with bf16)
+    dset = _ViewsDataset(samples, pre, JitterSpec.parse("none"))
     cores = len(__import__("os").sched_getaffinity(0))
     ds_ = []
     for _ in range(max(1, args.repeats - 1)):
         t = time.perf_counter()
-        norm = partial(_collate, normalize=(bb.preprocess, runner.dtype, True))  # what cnnbase's workers do
+        norm = partial(_collate, normalize=(pre, runner.dtype, True))  # what cnnbase's workers do
         for _ in DataLoader(dset, batch_size=args.batch_size, num_workers=cores, collate_fn=norm):
             pass
         ds_.append(len(samples) / (time.perf_counter() - t))
