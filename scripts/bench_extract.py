@@ -150,7 +150,6 @@ def main() -> None:
     from torch.utils.data import DataLoader
 
     from cnnbase.features.extract import _collate
-
     from cnnbase.runner import fast_variant
 
     pre = fast_variant(bb.preprocess, run_opts.precision)  # the preprocessing (b) used (region resize with bf16)
