@@ -233,7 +233,8 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
         workers, plan_threads, split_plan = plan_cpu_split(runner, samples, jitter, max(1, o.batch_size // jitter.views) * jitter.views)
         torch.set_num_threads(plan_threads)
         if split_plan:
-            model_s = split_plan["model_core_ms_per_image"] / 1000 / plan_threads / jitter.views  # wall s per input
+            core_ms = split_plan.get("model_core_ms_per_image_1_thread") if plan_threads == 1 else None
+            model_s = (core_ms or split_plan["model_core_ms_per_image"]) / 1000 / plan_threads / jitter.views  # wall s per input
     if not runner.compiled and resolve_compile(o, len(samples) * jitter.views, model_s):
         runner.enable_compile()
     try:

@@ -231,11 +231,12 @@ def cores() -> int:
 SHARED_EFFICIENCY = 0.75
 
 
-def split_for(n: int, decode_s: float, model_core_s: float) -> tuple[int, int, float]:
+def split_for(n: int, decode_s: float, model_core_s: float, model_1thread_s: float | None = None) -> tuple[int, int, float]:
     """(decode workers, torch threads, predicted images/s) for ``n`` cores, from the cost of one image.
 
     ``decode_s``: seconds one core spends decoding and preprocessing an image; ``model_core_s``: core-seconds the
-    network spends on it. Candidates: every split of the cores between workers and threads (each side on its own
+    network spends on it on ``n`` threads; ``model_1thread_s``: the same on one thread (often less: no
+    synchronisation), used for the splits that give the model one thread. Candidates: every split of the cores between workers and threads (each side on its own
     cores: the rate is the slower side's), and the model on every core with workers decoding alongside (the two then
     share the cores: ``n / (decode + model)`` times :data:`SHARED_EFFICIENCY`, and no more than the workers can
     decode). Ties go to fewer workers, then to no oversubscription.
@@ -243,7 +244,8 @@ def split_for(n: int, decode_s: float, model_core_s: float) -> tuple[int, int, f
     n = max(1, n)
     best = (1, n, 0.0)
     for w in range(1, n + 1):
-        if w < n and (own := min(w / decode_s, (n - w) / model_core_s)) > best[2] * 1.0001:
+        per_core = model_1thread_s if (n - w == 1 and model_1thread_s) else model_core_s
+        if w < n and (own := min(w / decode_s, (n - w) / per_core)) > best[2] * 1.0001:
             best = (w, n - w, own)
         if (shared := min(w / decode_s, SHARED_EFFICIENCY * n / (decode_s + model_core_s))) > best[2] * 1.0001:
             best = (w, n, shared)
@@ -275,13 +277,24 @@ def plan_cpu_split(runner: ModelRunner, samples: Sequence[Sample], jitter: Jitte
     x = torch.from_numpy(np.concatenate([v.numpy() for v in views]))
     x = x.repeat(size // len(x) + 1, 1, 1, 1)[:size]
     runner(x)  # warm-up (compiles, when compiling)
-    t = time.perf_counter()
-    runner(x)
-    model = (time.perf_counter() - t) / len(x) * jitter.views * torch.get_num_threads()  # core-seconds per image
-    workers, threads, rate = split_for(n, decode, model)
+
+    def core_seconds(threads: int) -> float:  # per image, on ``threads`` threads
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            t = time.perf_counter()
+            runner(x)
+            return (time.perf_counter() - t) / len(x) * jitter.views * threads
+        finally:
+            torch.set_num_threads(before)
+
+    model = core_seconds(torch.get_num_threads())
+    model_1 = core_seconds(1) if n >= 2 and torch.get_num_threads() > 1 else None
+    workers, threads, rate = split_for(n, decode, model, model_1)
     return workers, threads, {
         "decode_ms_per_image": round(1000 * decode, 2),
         "model_core_ms_per_image": round(1000 * model, 2),
+        "model_core_ms_per_image_1_thread": None if model_1 is None else round(1000 * model_1, 2),
         "model_compiled": runner.compiled,
         "predicted_images_per_s": round(rate, 1),
     }
