@@ -166,7 +166,7 @@ def main() -> None:
     print(f"(d) decode + preprocess ({cores} procs) {d:8.1f} img/s")
     L = 1 / (1 / c + 1 / d)
     print(f"b/a = {b / a:.2f}x    L = 1/(1/c + 1/d) = {L:.1f} img/s    b/L = {b / L:.2f}")
-    print(f"ceiling of b/a on this machine: L/a = {L / a:.2f}x (model alone: c/a = {c / a:.2f}x)")
+    print(f"b/a at the limit L: L/a = {L / a:.2f}x; with the model alone: c/a = {c / a:.2f}x (no pipeline exceeds it)")
 
 
 if __name__ == "__main__":
