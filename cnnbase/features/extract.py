@@ -241,10 +241,10 @@ def split_for(n: int, decode_s: float, model_core_s: float, model_1thread_s: flo
 
     ``decode_s``: seconds one core spends decoding and preprocessing an image; ``model_core_s``: core-seconds the
     network spends on it on ``n`` threads; ``model_1thread_s``: the same on one thread (often less: no
-    synchronisation), used for the splits that give the model one thread. Candidates: every split of the cores between workers and threads (each side on its own
-    cores: the rate is the slower side's), and the model on every core with workers decoding alongside (the two then
-    share the cores: ``n / (decode + model)`` times :data:`SHARED_EFFICIENCY`, and no more than the workers can
-    decode). A split with the model on cores of its own must beat the others by :data:`OWN_SPLIT_MARGIN` (its rate
+    synchronisation), used for the splits that give the model one thread. Candidates: every split of the cores
+    between workers and threads (each side on its own cores: the rate is the slower side's), and the model on every
+    core with workers decoding alongside (the two then share the cores: ``n / (decode + model)`` times
+    :data:`SHARED_EFFICIENCY`, and no more than the workers can decode). A split with the model on cores of its own must beat the others by :data:`OWN_SPLIT_MARGIN` (its rate
     is reported divided by it). Ties go to fewer workers, then to no oversubscription.
     """
     n = max(1, n)
@@ -259,7 +259,7 @@ def split_for(n: int, decode_s: float, model_core_s: float, model_1thread_s: flo
 
 
 def plan_cpu_split(runner: ModelRunner, samples: Sequence[Sample], jitter: JitterSpec, batch: int) -> tuple[int, int, dict]:
-    """(decode workers, torch threads) for this run on the CPU, from timing a few decodes and one forward pass.
+    """(decode workers, torch threads) for this run on the CPU, from timing a few decodes and forward passes.
 
     Decoding and the model share the cores (:func:`split_for` chooses). Measured on 2 cores: AlexNet (decode and
     bf16 model about equally costly) runs best with 1 worker + 1 thread, each on its own core; ResNet-50 (the model
