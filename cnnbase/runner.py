@@ -360,24 +360,24 @@ def _run_probe(bb, pre, samples, layers, o, fast):  # type: ignore[no-untyped-de
     """fp32 and the fast path on the same sample of images; figures per layer."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import torch
+    from .features.extract import _ViewsDataset, default_workers, fidelity, join_views, passes, probe_sample
+    from .features.views import make_views
 
-    from .features.extract import _ViewsDataset, default_workers, fidelity, passes, probe_sample
-
-    idx = probe_sample(len(samples))
     fpre = fast_variant(pre, fast)
+    none = JitterSpec.parse("none")
+    with ThreadPoolExecutor(max_workers=2 * default_workers()) as pool:  # Pillow decodes without the GIL
+        decoded = pool.map(_ViewsDataset(samples, pre, none).decode, probe_sample(len(samples)))
+        imgs = [im for im in decoded if not isinstance(im, str)]
+        if not imgs:
+            return {n: {"verdict": "no readable image to probe", "chosen": "fp32"} for n in layers}
 
-    def inputs(p: Preprocess) -> torch.Tensor | None:
-        dset = _ViewsDataset(samples, p, JitterSpec.parse("none"))
-        with ThreadPoolExecutor(max_workers=2 * default_workers()) as pool:  # Pillow decodes without the GIL
-            views = [v.numpy() for _, v in pool.map(dset.__getitem__, idx) if not isinstance(v, str)]
-        return torch.from_numpy(np.concatenate(views)) if views else None
+        def inputs(p: Preprocess):  # type: ignore[no-untyped-def]
+            return join_views(list(pool.map(lambda im: make_views(im, p, none), imgs)))
 
-    x = inputs(pre)
+        # each image decoded once; the fast path's own preprocessing (when it has one) applied to the same pixels
+        x = inputs(pre)
+        xf = x if fpre == pre else inputs(fpre)
     nodes = {n: bb.resolve_layer(n).node for n in layers}
-    if x is None:
-        return {n: {"verdict": "no readable image to probe", "chosen": "fp32"} for n in layers}
-    xf = x if fpre == pre else inputs(fpre)  # the fast path's own preprocessing, when it has one
     ref = {k: [] for k in layers}
     fst = {k: [] for k in layers}
     r32 = ModelRunner(_with_preprocess(bb, pre), nodes, precision="fp32", pool=o.pool, channels_last=o.channels_last)

@@ -152,3 +152,19 @@ def test_fast_path_resizes_the_region_and_keys_it(tmp_path: Path, random_folder:
     (e16,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=replace(opts, precision="bf16"), ctx=ctx)
     assert e32.manifest()["run"]["region_resize"] is False and e16.manifest()["run"]["region_resize"] is True
     assert e16.fields["preprocess"]["region_resize"] is True and "region_resize" not in e32.fields["preprocess"]
+
+
+@pytest.mark.skipif(extract_mod.fast_precision() == "fp32", reason="no native bf16 on this CPU")
+def test_probe_without_a_readable_image_keeps_fp32(tmp_path: Path) -> None:
+    from cnnbase.runner import _run_probe, load_backbone
+
+    bad = tmp_path / "bad"
+    (bad / "a").mkdir(parents=True)
+    for i in range(3):
+        (bad / "a" / f"{i}.jpg").write_bytes(b"<html>not an image</html>")
+    from cnnbase.datasets import open_dataset
+
+    ds = open_dataset(str(bad))
+    bb = load_backbone("tiny_cnn", "random")
+    figs = _run_probe(bb, bb.preprocess, ds.samples("all"), ["fc6"], OPTS, "bf16")
+    assert figs == {"fc6": {"verdict": "no readable image to probe", "chosen": "fp32"}}

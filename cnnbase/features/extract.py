@@ -48,15 +48,25 @@ class _ViewsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+    def decode(self, i: int):  # type: ignore[no-untyped-def]
+        """Sample ``i`` decoded (its box cropped): a PIL RGB image, or the reason it is a bad image."""
         from ..images import load_rgb
 
         s = self.samples[i]
         try:
-            img = load_rgb(s.path, box=s.box)
+            return load_rgb(s.path, box=s.box)
         except BadImageError as exc:
-            return i, exc.reason
-        return i, make_views(img, self.preprocess, self.jitter)
+            return exc.reason
+
+    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+        img = self.decode(i)
+        return i, img if isinstance(img, str) else make_views(img, self.preprocess, self.jitter)
+
+
+def join_views(views: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One ``(N, 3, H, W)`` uint8 batch from view stacks, as one numpy copy (torch's uint8 cat is slow when two
+    threads compete for the cores)."""
+    return torch.from_numpy(np.concatenate([v.numpy() for v in views]))
 
 
 def _collate(items, normalize: tuple[Preprocess, torch.dtype, bool] | None = None):  # type: ignore[no-untyped-def]
@@ -67,7 +77,7 @@ def _collate(items, normalize: tuple[Preprocess, torch.dtype, bool] | None = Non
     """
     good = [(i, v) for i, v in items if not isinstance(v, str)]
     bad = [(i, v) for i, v in items if isinstance(v, str)]
-    x = torch.from_numpy(np.concatenate([v.numpy() for _, v in good])) if good else None
+    x = join_views([v for _, v in good]) if good else None
     if x is not None and normalize is not None:
         pre, dtype, channels_last = normalize
         x = normalize_batch(x, pre, dtype)
@@ -280,7 +290,7 @@ def plan_cpu_split(runner: ModelRunner, samples: Sequence[Sample], jitter: Jitte
     # timed on a few images, so that timing costs little of a small run (a compiled model at the run's batch size:
     # its warm-up compiles it for that shape)
     size = max(1, batch if runner.compiled else min(batch, 8))
-    x = torch.from_numpy(np.concatenate([v.numpy() for v in views]))
+    x = join_views(views)
     x = x.repeat(size // len(x) + 1, 1, 1, 1)[:size]
     runner(x)  # warm-up (compiles, when compiling)
 
