@@ -40,3 +40,15 @@ def random_folder(tmp_path: Path) -> Path:
     root = tmp_path / "folder"
     write_images(root, {"a": 5, "b": 5, "c": 5})
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """One intra-op thread for a module of tiny problems (``pytestmark = pytest.mark.usefixtures(...)``): on 2 shared
+    cores two spinning threads make them 5-10x slower, and the SVM checkpoint key holds the thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

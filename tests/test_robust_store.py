@@ -25,15 +25,7 @@ OPTS = FeatureOptions(weights="random", workers=0, batch_size=2, shard_size=4, p
 N, SHARD, N_SHARDS = 12, 4, 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One intra-op thread: on 2 shared cores, 2 spinning threads make these tiny runs 5-10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny problems, one thread
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,7 @@ from cnnbase.heads import svm
 from cnnbase.heads.svm import LinearSVMHead, cv_fold_ids
 from cnnbase.metrics import voc07_ap
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These problems are tiny: on a busy shared machine, two BLAS threads spin more than they compute."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny problems, one thread
 
 
 # ----------------------------------------------------------------------------------------------- data

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from cnnbase.heads import svm
 from cnnbase.heads.svm import LinearSVMHead
@@ -53,13 +52,7 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny problems; one thread (the checkpoint key holds the thread count, and so must the child's)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny problems, one thread
 
 
 def make_data(d: int, *, n: int = 300, k: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
