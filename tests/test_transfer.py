@@ -428,12 +428,14 @@ def test_cli_transfer(shapes: ImageSet, tmp_path: Path, monkeypatch: pytest.Monk
     orig = Context.dataset
     monkeypatch.setattr(Context, "dataset", lambda self, d: shapes if d == "shapes" else orig(self, d))
     args = ["--weights", "random", "--scales", "1,1.6,2.4,3.2", "--patches", "40", "--dtype", "float32", "--workers", "0",
-            "--hidden", "256", "--max-epochs", "3", "--device", "cpu", "--store", str(tmp_path / "store"), "--no-progress"]
+            "--hidden", "256", "--max-epochs", "3", "--device", "cpu", "--store", str(tmp_path / "store"), "--no-progress",
+            "--train-batch", "64", "--k", "3"]
     r = runner.invoke(app, ["transfer", "evaluate", "tiny_cnn", "shapes", *args, "--results", str(tmp_path / "r.jsonl")])
     assert r.exit_code == 0, r.output
     assert "voc07_map" in r.output and "deviates from oquab2014" in r.output
     rec = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[-1])
     assert rec["settings"]["patches"]["target"] == 40 and rec["settings"]["sgd"]["lr"] == 0.01  # the card's
+    assert rec["settings"]["sgd"]["batch_size"] == 64 and rec["settings"]["test"]["k"] == 3  # renamed / evaluate-only
     r = runner.invoke(app, ["transfer", "train", "tiny_cnn", str(random_folder), "--weights", "random", "--no-progress"])
     assert r.exit_code == 1 and "error:" in r.output and "multilabel" in r.output and "Traceback" not in r.output
 

@@ -71,17 +71,30 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when availa
 TrainSplitOpt = Annotated[str | None, typer.Option("--train-split", help="Training split (default: the dataset's, trainval for VOC).")]
 
 
-def _opts(card, **kw):  # type: ignore[no-untyped-def]
+# command parameter → TransferOptions field, for the settings both commands take (``k`` only in evaluate)
+_SETTINGS = {
+    **{name: name for name in (
+        "layer", "scales", "min_overlap", "patch_fraction", "box_fraction", "overlap_min", "ambiguous", "difficult",
+        "background_rate", "finetune_fc67", "hidden", "dropout", "lr", "plateaus", "momentum", "weight_decay",
+        "max_epochs", "k", "precision", "dtype", "weights", "weights_seed", "seed", "workers", "device", "compile",
+        "on_bad_image",
+    )},
+    "patches": "target", "train_batch": "batch_size", "batch_size": "extract_batch",
+}
+
+
+def _opts(card, params):  # type: ignore[no-untyped-def]
+    """TransferOptions from the card and a command's parameters (its ``locals()``), the options given overriding."""
     from ..errors import ConfigError
     from ..transfer import options_from_card
 
+    kw = {field: params[name] for name, field in _SETTINGS.items() if name in params}
     scales = kw.pop("scales")
     if scales is not None:
         try:
             kw["scales"] = tuple(float(v) for v in scales.split(",") if v.strip())
         except ValueError:
             raise ConfigError(f"bad --scales {scales!r}; give comma-separated numbers ≥ 1, e.g. 1,1.3,1.6,2") from None
-    kw["target"] = kw.pop("patches")
     return options_from_card(card, **kw)
 
 
@@ -144,14 +157,7 @@ def train_cmd(
     from ..transfer import load_card, train
 
     crd = load_card(card)
-    o = _opts(
-        crd, layer=layer, scales=scales, patches=patches, min_overlap=min_overlap, patch_fraction=patch_fraction,
-        box_fraction=box_fraction, overlap_min=overlap_min, ambiguous=ambiguous, difficult=difficult,
-        background_rate=background_rate, finetune_fc67=finetune_fc67, hidden=hidden, dropout=dropout, lr=lr,
-        plateaus=plateaus, momentum=momentum, weight_decay=weight_decay, batch_size=train_batch, max_epochs=max_epochs,
-        precision=precision, dtype=dtype, weights=weights, weights_seed=weights_seed, seed=seed, extract_batch=batch_size,
-        workers=workers, device=device, compile=compile, on_bad_image=on_bad_image,
-    )
+    o = _opts(crd, locals())
     ctx = _context(store, root, datasets, progress)
     t = train(model, dataset, opts=o, train_split=train_split, ctx=ctx)
     c = t.counts
@@ -221,14 +227,7 @@ def evaluate_cmd(
     from ..transfer import evaluate, load_card
 
     crd = load_card(card)
-    o = _opts(
-        crd, layer=layer, scales=scales, patches=patches, min_overlap=min_overlap, patch_fraction=patch_fraction,
-        box_fraction=box_fraction, overlap_min=overlap_min, ambiguous=ambiguous, difficult=difficult,
-        background_rate=background_rate, finetune_fc67=finetune_fc67, hidden=hidden, dropout=dropout, lr=lr,
-        plateaus=plateaus, momentum=momentum, weight_decay=weight_decay, batch_size=train_batch, max_epochs=max_epochs,
-        k=k, precision=precision, dtype=dtype, weights=weights, weights_seed=weights_seed, seed=seed,
-        extract_batch=batch_size, workers=workers, device=device, compile=compile, on_bad_image=on_bad_image,
-    )
+    o = _opts(crd, locals())
     ctx = _context(store, root, datasets, progress, results)
     rec = evaluate(model, dataset, opts=o, card=crd, train_split=train_split, test_split=test_split, ctx=ctx,
                    maps=maps, maps_limit=maps_limit, label=label)
