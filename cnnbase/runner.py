@@ -21,7 +21,7 @@ from .backbones import LoadedBackbone, load_backbone
 from .backbones.spec import Preprocess
 from .config import default_store
 from .datasets import ImageSet, dataset_config, open_dataset
-from .datasets.base import retrieval_from_labels
+from .datasets.base import Sample, retrieval_from_labels
 from .errors import ConfigError, StoreError
 from .features.extract import PRECISIONS, ModelRunner, Tap, default_workers, plan_cpu_split, run_extraction
 from .features.store import Features, FeatureStore, StoreEntry, key_of
@@ -171,7 +171,7 @@ def extract(
     entries: list[StoreEntry] = []
     for split in splits or default_splits(ds):
         samples = ds.samples(split)
-        precisions = resolve_precision(c, bb, ds, split, names, o)
+        precisions = resolve_precision(c, bb, ds, names, o)
         split_entries = {n: c.store.entry(feature_fields(bb, n, ds, split, replace(o, precision=precisions[n][0]))) for n in names}
         entries.extend(split_entries.values())
         if o.on_bad_image == "fail":
@@ -297,13 +297,15 @@ def resolve_compile(o: FeatureOptions, n_inputs: int, eager_s_per_input: float |
 
 
 def resolve_precision(
-    c: Context, bb: LoadedBackbone, ds: ImageSet, split: str, layers: Sequence[str], o: FeatureOptions
+    c: Context, bb: LoadedBackbone, ds: ImageSet, layers: Sequence[str], o: FeatureOptions
 ) -> dict[str, tuple[str, dict[str, Any] | None]]:
     """Per layer: the precision to use and the probe's figures (None when no probe ran).
 
-    ``auto`` compares the fast path (bf16 where the hardware has it) with fp32 on up to 64 of the run's own images
-    and keeps it only if every figure passes :data:`PROBE_THRESHOLDS`; otherwise fp32, said in one line. Probe
-    results are cached in the store (``_probes/``), so a rerun decides the same way without recomputing.
+    ``auto`` compares the fast path (bf16 where the hardware has it) with fp32 on up to 64 of the dataset's own
+    images, spread over its protocol splits (:func:`probe_samples`), and keeps it only if every figure passes
+    :data:`PROBE_THRESHOLDS`; otherwise fp32, said in one line. One probe decides for every split of the dataset
+    (train and test features never differ in precision) and is cached in the store (``_probes/``), so the other
+    splits and reruns decide the same way without recomputing.
     """
     from .features.extract import PROBE_THRESHOLDS, fast_precision
 
@@ -317,18 +319,20 @@ def resolve_precision(
     out: dict[str, tuple[str, dict[str, Any] | None]] = {}
     pending = []
     for n in layers:
-        cached = _probe_cache(c, bb, ds, split, n, o, fast)
+        cached = _probe_cache(c, bb, ds, n, o, fast)
         if cached.is_file():
             fig = json.loads(cached.read_text())
             out[n] = (fig["chosen"], fig)
         else:
             pending.append(n)
     if pending:
-        figs = _run_probe(bb, bb.preprocess.override(o.preprocess), ds.samples(split), pending, o, fast)
+        figs = _run_probe(bb, bb.preprocess.override(o.preprocess), probe_samples(ds), pending, o, fast)
         for n, fig in figs.items():
             from .features.store import atomic_write_bytes
 
-            p = _probe_cache(c, bb, ds, split, n, o, fast)
+            fig["splits"] = default_splits(ds)
+
+            p = _probe_cache(c, bb, ds, n, o, fast)
             p.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(p, json.dumps(fig, indent=1).encode())
             out[n] = (fig["chosen"], fig)
@@ -343,14 +347,28 @@ def resolve_precision(
     return out
 
 
-def _probe_cache(c: Context, bb: LoadedBackbone, ds: ImageSet, split: str, layer: str, o: FeatureOptions, fast: str) -> Path:
+def probe_samples(ds: ImageSet) -> list[Sample]:
+    """The images the precision probe samples from: the dataset's protocol splits (:func:`default_splits`) in order,
+    each image once (VOC's trainval and test, a retrieval set's queries and database), whichever split is extracted."""
+    seen: set[str] = set()
+    out = []
+    for split in default_splits(ds):
+        for s in ds.samples(split):
+            if (k := json.dumps(s.identity())) not in seen:
+                seen.add(k)
+                out.append(s)
+    return out
+
+
+def _probe_cache(c: Context, bb: LoadedBackbone, ds: ImageSet, layer: str, o: FeatureOptions, fast: str) -> Path:
     from .features.extract import PROBE_IMAGES, PROBE_THRESHOLDS
 
+    splits = default_splits(ds)
     key = key_of({
         "backbone": bb.name, "weights": bb.weights_id, "node": bb.resolve_layer(layer).node,
         "preprocess": bb.preprocess.override(o.preprocess).to_dict(), "pool": o.pool, "fast": fast,
         "fast_preprocess": run_preprocess(bb, o.preprocess, fast).to_dict(),
-        "dataset": ds.name, "split": split, "samples": ds.split_hash(split),
+        "dataset": ds.name, "splits": splits, "samples": [ds.split_hash(sp) for sp in splits],
         "images": PROBE_IMAGES, "thresholds": PROBE_THRESHOLDS,
     })
     return c.store.root / "_probes" / f"{bb.name}-{layer}-{key[:16]}.json"
@@ -463,7 +481,7 @@ def load_features(
     ds = c.dataset(dataset)
     bb = c.backbone(model, o)
     name = bb.resolve_layer(layer).name
-    precision = resolve_precision(c, bb, ds, split, [name], o)[name][0]
+    precision = resolve_precision(c, bb, ds, [name], o)[name][0]
     entry = c.store.entry(feature_fields(bb, name, ds, split, replace(o, precision=precision)))
     if not entry.complete:
         if not extract_missing:

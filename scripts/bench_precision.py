@@ -6,6 +6,7 @@ a linear SVM's test scores and in a retrieval mAP. This is the evidence behind `
     python scripts/bench_precision.py                                  # generated labelled set, ResNet-50 variants
     python scripts/bench_precision.py --model alexnet --bn-mix 0
     python scripts/bench_precision.py --images ../shared/data/hymenoptera_data --bn-mix 0,1
+    python scripts/bench_precision.py --model alexnet --test-per-class 1000     # Δ accuracy below one image's worth
 
 Results and the reading of them: docs/PRECISION.md. Features of the generated set are cached under
 $TMPDIR/cnnbase-bench-precision-cache (delete it to recompute them).
@@ -112,6 +113,10 @@ def main() -> None:
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--layer", default=None)
     ap.add_argument("--bn-mix", default="0,0.3,1", help="comma-separated batch-norm calibration mixes (see above)")
+    ap.add_argument("--train-per-class", type=int, default=60, help="generated set: train images per class")
+    ap.add_argument("--test-per-class", type=int, default=140,
+                    help="generated set: test images per class (one test image is 100/(9 × this) accuracy points: "
+                         "raise it to resolve changes below a few tenths of a point)")
     args = ap.parse_args()
 
     from cnnbase.backbones import load_backbone
@@ -126,7 +131,9 @@ def main() -> None:
     )
     from cnnbase.features.views import JitterSpec
 
-    root = args.images or generate(Path(tempfile.gettempdir()) / "cnnbase-bench-precision")
+    sizes = (args.train_per_class, args.test_per_class)
+    name = "cnnbase-bench-precision" + ("" if sizes == (60, 140) else "-{}-{}".format(*sizes))
+    root = args.images or generate(Path(tempfile.gettempdir()) / name, *sizes)
     ds = open_dataset(str(root))
     test = "test" if "test" in ds.splits else "val"
     bb = load_backbone(args.model, "random")

@@ -53,6 +53,27 @@ def test_auto_probes_records_and_caches(tmp_path: Path, random_folder: Path, mon
 
 
 @pytest.mark.skipif(extract_mod.fast_precision() == "fp32", reason="no native bf16 on this CPU")
+def test_one_probe_decides_every_split(tmp_path: Path, texture_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train and test are probed once, on images spread over both, and extracted at the same precision."""
+    import cnnbase.runner as runner
+
+    calls = []
+    real = runner._run_probe
+    monkeypatch.setattr(runner, "_run_probe", lambda bb, pre, samples, *a: calls.append(samples) or real(bb, pre, samples, *a))
+    ctx = _ctx(tmp_path)
+    tr, te = extract("tiny_cnn", str(texture_set), opts=OPTS, ctx=ctx)
+    ds = ctx.dataset(str(texture_set))
+    assert (tr.fields["split"], te.fields["split"]) == ("train", "test") and len(calls) == 1
+    assert [s.id for s in calls[0]] == [s.id for s in ds.samples("train") + ds.samples("test")]
+    r_tr, r_te = tr.manifest()["run"], te.manifest()["run"]
+    assert r_tr["probe"] == r_te["probe"] and r_tr["probe"]["splits"] == ["train", "test"]
+    assert tr.fields["precision"] == te.fields["precision"] == r_tr["probe"]["chosen"]
+    assert len(list((ctx.store.root / "_probes").glob("*.json"))) == 1
+    extract("tiny_cnn", str(texture_set), splits=["test"], opts=replace(OPTS, pool="avg"), ctx=ctx)
+    assert len(calls) == 2  # other features (here: pooled) are probed on their own
+
+
+@pytest.mark.skipif(extract_mod.fast_precision() == "fp32", reason="no native bf16 on this CPU")
 def test_auto_falls_back_to_fp32_when_probe_fails(tmp_path: Path, random_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(extract_mod, "PROBE_THRESHOLDS", {"min_cosine": 1.01, "knn10_overlap": 1.0, "top1_agreement": 1.0})
     ctx = _ctx(tmp_path)

@@ -46,7 +46,7 @@ PrecisionOpt = Annotated[
     str,
     typer.Option(
         "--precision",
-        help="auto (default: bf16 where the hardware has it, kept only if a probe on the run's own images shows it faithful to fp32), fp32, bf16 or fp16. Recorded; part of the store key.",
+        help="auto (default: bf16 where the hardware has it, kept only if a probe on the dataset's own images shows it faithful to fp32; one probe decides for every split), fp32, bf16 or fp16. Recorded; part of the store key.",
     ),
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Storage dtype of features: float32 or float16.")]
