@@ -143,6 +143,36 @@ def test_worker_normalised_batches_equal_in_process_ones(tmp_path: Path, random_
     np.testing.assert_array_equal(np.load(a.path / "features.npy"), np.load(b.path / "features.npy"))
 
 
+@pytest.mark.parametrize("jitter", ["none", "razavian", "spatial:2"])
+def test_views_stay_channels_last_and_normalise_as_contiguous_ones(jitter: str) -> None:
+    """Views keep PIL's pixel order (channels-last memory): the batch and its normalisation never transpose, and
+    give exactly the values of the contiguous (N, 3, H, W) path, in fp32 and bf16."""
+    import torch
+    from PIL import Image
+
+    from cnnbase.backbones.spec import Preprocess
+    from cnnbase.features.extract import join_views
+    from cnnbase.features.views import JitterSpec, make_views, normalize_batch, preprocess_pil
+
+    rng = np.random.default_rng(0)
+    pre = Preprocess(resize=40, crop=32)
+    imgs = [Image.fromarray(rng.integers(0, 256, size=(48 + 8 * i, 64, 3), dtype=np.uint8)) for i in range(3)]
+    views = [make_views(im, pre, JitterSpec.parse(jitter)) for im in imgs]
+    if jitter == "none":
+        assert torch.equal(views[0][0], preprocess_pil(imgs[0], pre))
+    x = join_views(views)
+    assert x.shape == (sum(len(v) for v in views), 3, 32, 32) and x.dtype == torch.uint8
+    assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    ref = torch.cat([v.contiguous() for v in views])
+    assert torch.equal(x, ref)
+    for dtype in (torch.float32, torch.bfloat16):
+        y = normalize_batch(x, pre, dtype)
+        assert y.is_contiguous(memory_format=torch.channels_last) and y.dtype == dtype
+        assert torch.equal(y, normalize_batch(ref, pre, dtype))
+    to_tensor = (ref.float() / 255 - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalize_batch(x, pre), to_tensor, rtol=1e-6, atol=1e-6)  # ToTensor + Normalize
+
+
 @pytest.mark.parametrize("size", [(500, 375), (375, 500), (333, 256), (256, 256), (300, 224), (640, 480), (1000, 90)])
 def test_region_resize_within_one_level_of_the_exact_transform(size: tuple[int, int]) -> None:
     from PIL import Image

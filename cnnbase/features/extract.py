@@ -65,8 +65,8 @@ class _ViewsDataset(Dataset):
 
 def join_views(views: Sequence[torch.Tensor]) -> torch.Tensor:
     """One ``(N, 3, H, W)`` uint8 batch from view stacks, as one numpy copy (torch's uint8 cat is slow when two
-    threads compete for the cores)."""
-    return torch.from_numpy(np.concatenate([v.numpy() for v in views]))
+    threads compete for the cores), in the views' channels-last memory (:func:`~cnnbase.features.views.stack_hwc`)."""
+    return torch.from_numpy(np.concatenate([v.permute(0, 2, 3, 1).numpy() for v in views])).permute(0, 3, 1, 2)
 
 
 def _collate(items, normalize: tuple[Preprocess, torch.dtype, bool] | None = None):  # type: ignore[no-untyped-def]

@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -33,7 +32,7 @@ from ..datasets.base import ImageSet
 from ..errors import ConfigError
 from ..heads.retrieval import spatial_boxes, square_box
 from .store import Features
-from .views import preprocess_pil
+from .views import preprocess_hwc, stack_hwc
 
 __all__ = ["extract_patches", "fill_colour", "n_patches", "patch_squares", "patch_views", "square_crop", "spatial_spec"]
 
@@ -73,7 +72,7 @@ def patch_views(img: Image.Image, levels: int, pre: Preprocess) -> torch.Tensor:
     """uint8 ``(patches, 3, crop, crop)``: every sub-patch's smallest containing square, padded, preprocessed."""
     fill = fill_colour(pre)
     w, h = img.size
-    return torch.from_numpy(np.stack([preprocess_pil(square_crop(img, b, fill), pre).numpy() for b in patch_squares(w, h, levels)]))
+    return stack_hwc([preprocess_hwc(square_crop(img, b, fill), pre) for b in patch_squares(w, h, levels)])
 
 
 def spatial_spec(levels: int, pre: Preprocess) -> dict[str, Any]:
