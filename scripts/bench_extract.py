@@ -7,9 +7,13 @@ Prints images/s for
   (c) the model alone on pre-loaded tensors, in cnnbase's precision/compile settings;
   (d) decode + preprocess (normalisation included, as cnnbase's workers do it) alone, on all cores;
 and the ratios b/a and b/L with L = 1 / (1/c + 1/d), the limit when decoding and the model share the cores.
+On a shared machine whose speed drifts, ``--rounds N`` alternates (a) and (b) N times (each (b) in a fresh store, so
+the probe and the CPU plan run every time; torch.compile's own disk cache may shorten later compiles) and prints each
+round and the medians.
 
     python scripts/bench_extract.py --images ../shared/data/hymenoptera_data --model alexnet
     python scripts/bench_extract.py --model resnet50 --generate 5000      # 5,000 generated 500×375 JPEGs
+    python scripts/bench_extract.py --images ../shared/data/hymenoptera_data --model alexnet --plain-limit 398 --rounds 3
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N images")
     ap.add_argument("--plain-limit", type=int, default=400, help="images for the slow plain loop (a)")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of (c) and (d); medians are printed")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate (a) and (b) this many times; medians are printed")
     args = ap.parse_args()
 
     from cnnbase.backbones import load_backbone
@@ -114,20 +119,26 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, {default_workers()} decode worker(s)")
 
     plain_paths = [s.path for s in samples[: args.plain_limit]]
-    a = plain_loop(plain_paths, args.model, node, args.batch_size)
-    print(f"(a) plain torchvision loop      {a:8.1f} img/s   ({len(plain_paths)} images)")
-
     opts = FeatureOptions(weights="random", precision=args.precision, batch_size=args.batch_size, on_bad_image="skip",
                           compile={"auto": None, "on": True, "off": False}[args.compile])
-    ctx = Context(store=FeatureStore(tmp / "store"), progress=False)
-    t0 = time.perf_counter()
-    (entry,) = extract(args.model, bench, layers=layer, splits=["all"], opts=opts, ctx=ctx)
-    wall = time.perf_counter() - t0
+    rounds = []
+    for r in range(max(1, args.rounds)):
+        a = plain_loop(plain_paths, args.model, node, args.batch_size)
+        ctx = Context(store=FeatureStore(tmp / f"store{r}"), progress=False)  # fresh: nothing cached between rounds
+        t0 = time.perf_counter()
+        (entry,) = extract(args.model, bench, layers=layer, splits=["all"], opts=opts, ctx=ctx)
+        wall = time.perf_counter() - t0
+        rounds.append((a, len(samples) / wall, wall))
+        if args.rounds > 1:
+            print(f"    round {r + 1}: (a) {a:.1f} img/s   (b) {rounds[-1][1]:.1f} img/s ({wall:.1f} s)   b/a {rounds[-1][1] / a:.2f}x")
+    a, b, wall = (statistics.median(v) for v in zip(*rounds))
+    ratio = statistics.median(rb / ra for ra, rb, _ in rounds)
+    med = " (medians)" if args.rounds > 1 else ""
+    print(f"(a) plain torchvision loop      {a:8.1f} img/s   ({len(plain_paths)} images){med}")
     m = entry.manifest() or {}
     used = m.get("run", {})
-    b = len(samples) / wall
     print(f"(b) cnnbase extract, end to end {b:8.1f} img/s   ({wall:.1f} s incl. set-up; precision {used.get('precision', '?')}, "
-          f"compile {used.get('compile', '?')}, probe {used.get('probe', {}).get('verdict', '–')})")
+          f"compile {used.get('compile', '?')}, probe {used.get('probe', {}).get('verdict', '–')}){med}")
     probe = used.get("probe") or {}
     if "min_cosine" in probe:
         print(f"    probe on {probe.get('images')} images: min cosine {probe['min_cosine']:.5f}, relative error "
@@ -165,7 +176,7 @@ def main() -> None:
     d = statistics.median(ds_)
     print(f"(d) decode + preprocess ({cores} procs) {d:8.1f} img/s")
     L = 1 / (1 / c + 1 / d)
-    print(f"b/a = {b / a:.2f}x    L = 1/(1/c + 1/d) = {L:.1f} img/s    b/L = {b / L:.2f}")
+    print(f"b/a = {ratio:.2f}x{' (median of the rounds)' if args.rounds > 1 else ''}    L = 1/(1/c + 1/d) = {L:.1f} img/s    b/L = {b / L:.2f}")
     print(f"b/a at the limit L: L/a = {L / a:.2f}x; with the model alone: c/a = {c / a:.2f}x (no pipeline exceeds it)")
 
 
