@@ -330,8 +330,7 @@ def resolve_precision(
         for n, fig in figs.items():
             from .features.store import atomic_write_bytes
 
-            fig["splits"] = default_splits(ds)
-
+            fig["splits"] = default_splits(ds)  # what the sample was drawn from
             p = _probe_cache(c, bb, ds, n, o, fast)
             p.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(p, json.dumps(fig, indent=1).encode())

@@ -174,27 +174,24 @@ def normalize_batch(x: torch.Tensor, p: Preprocess, dtype: torch.dtype = torch.f
     scale = (1.0 / (255.0 * std)).to(torch.float32)
     bias = (-torch.tensor(p.mean, dtype=torch.float64) / std).to(torch.float32)
     n, _, h, w = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if channels_last:
         # channels-last views (stack_hwc): an image is h rows of w*3 interleaved values; per-channel constants tiled
         # along the row keep the inner loop long and vectorised (a size-3 inner broadcast ran 2-4x slower)
         src = x.permute(0, 2, 3, 1).reshape(n, h, w * 3)  # a view, in memory order
         scale, bias = scale.repeat(w).view(1, -1), bias.repeat(w).view(1, -1)
-        out = torch.empty((n, h, w * 3), dtype=dtype, device=x.device)
-        shaped = lambda o: o.view(n, h, w, 3).permute(0, 3, 1, 2)  # noqa: E731
     else:
         src, scale, bias = x, scale.view(3, 1, 1), bias.view(3, 1, 1)
-        out = torch.empty(x.shape, dtype=dtype, device=x.device)
-        shaped = lambda o: o  # noqa: E731
     scale, bias = scale.to(x.device), bias.to(x.device)
+    out = torch.empty(src.shape, dtype=dtype, device=x.device)
     if x.device.type != "cpu":  # memory is not the bottleneck there: one kernel for the batch
         out.copy_(torch.addcmul(bias, src.to(torch.float32), scale))
-        return shaped(out)
-    buf = out[0] if dtype == torch.float32 else torch.empty(src.shape[1:], dtype=torch.float32)
-    for i in range(n):
-        if dtype == torch.float32:
-            buf = out[i]
-        buf.copy_(src[i])
-        torch.addcmul(bias, buf, scale, out=buf)
-        if dtype != torch.float32:
-            out[i].copy_(buf)
-    return shaped(out)
+    else:
+        tmp = None if dtype == torch.float32 else torch.empty(src.shape[1:], dtype=torch.float32)
+        for i in range(n):
+            buf = out[i] if tmp is None else tmp
+            buf.copy_(src[i])
+            torch.addcmul(bias, buf, scale, out=buf)
+            if tmp is not None:
+                out[i].copy_(tmp)
+    return out.view(n, h, w, 3).permute(0, 3, 1, 2) if channels_last else out
