@@ -294,23 +294,25 @@ def plan_cpu_split(runner: ModelRunner, samples: Sequence[Sample], jitter: Jitte
     x = x.repeat(size // len(x) + 1, 1, 1, 1)[:size]
     runner(x)  # warm-up (compiles, when compiling)
 
-    def core_seconds(threads: int, warm: bool = True) -> float:  # per image, on ``threads`` threads
+    def seconds(threads: int) -> float:  # one forward pass of x on ``threads`` threads
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            if not warm:  # a new thread count builds new kernels on its first call: keep that out of the timing
-                runner(x)
-            best = float("inf")
-            for _ in range(2):  # the faster of two: one timing on a shared machine can be twice too slow
-                t = time.perf_counter()
-                runner(x)
-                best = min(best, time.perf_counter() - t)
-            return best / len(x) * jitter.views * threads
+            t = time.perf_counter()
+            runner(x)
+            return time.perf_counter() - t
         finally:
             torch.set_num_threads(before)
 
-    model = core_seconds(torch.get_num_threads())
-    model_1 = core_seconds(1, warm=False) if n >= 2 and torch.get_num_threads() > 1 else None
+    counts = [torch.get_num_threads()] + ([1] if n >= 2 and torch.get_num_threads() > 1 else [])
+    if len(counts) > 1:
+        seconds(1)  # a new thread count builds new kernels on its first call: keep that out of the timing
+    best = dict.fromkeys(counts, float("inf"))
+    for _ in range(2):  # the faster of two, the counts interleaved: a slow spell of a shared machine hits both
+        for k in counts:
+            best[k] = min(best[k], seconds(k))
+    core_s = {k: best[k] / len(x) * jitter.views * k for k in counts}  # core-seconds per image
+    model, model_1 = core_s[counts[0]], (core_s[1] if len(counts) > 1 else None)
     workers, threads, rate = split_for(n, decode, model, model_1)
     return workers, threads, {
         "decode_ms_per_image": round(1000 * decode, 2),
