@@ -134,6 +134,35 @@ def test_cpu_split_balances_decode_and_model() -> None:
     assert split_for(1, 0.003, 0.01)[:2] == (1, 1)
 
 
+def test_cpu_plan_times_both_thread_counts_interleaved(random_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan times the model on n threads and on one, alternately (a slow spell hits both), warm, and leaves the
+    thread count as it found it."""
+    import torch
+
+    from cnnbase.backbones import load_backbone
+    from cnnbase.datasets import open_dataset
+    from cnnbase.features.extract import ModelRunner, plan_cpu_split
+    from cnnbase.features.views import JitterSpec
+
+    bb = load_backbone("tiny_cnn", "random")
+    runner = ModelRunner(bb, {"fc6": bb.resolve_layer("fc6").node}, precision="fp32")
+    seen: list[int] = []
+    real_call = ModelRunner.__call__
+    monkeypatch.setattr(ModelRunner, "__call__", lambda self, x, **k: seen.append(torch.get_num_threads()) or real_call(self, x, **k))
+    monkeypatch.setattr(extract_mod, "cores", lambda: 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        workers, threads, plan = plan_cpu_split(runner, open_dataset(str(random_folder)).samples("all"), JitterSpec.parse("none"), 32)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2, 1, 2, 1, 2, 1]  # warm-ups on each count, then n, 1, n, 1
+    assert workers >= 1 and 1 <= threads <= 2
+    assert plan["decode_ms_per_image"] > 0 and plan["model_core_ms_per_image"] > 0 and plan["model_core_ms_per_image_1_thread"] > 0
+    assert plan["predicted_images_per_s"] > 0 and plan["model_compiled"] is False
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_worker_normalised_batches_equal_in_process_ones(tmp_path: Path, random_folder: Path, precision: str) -> None:
     """Decode workers normalise the batch on the CPU; the stored features are bitwise those of a worker-less run."""
