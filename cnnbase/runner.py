@@ -317,11 +317,11 @@ def resolve_precision(
     if fast == "fp32":
         return {n: ("fp32", {"verdict": "no native bf16 on this device"}) for n in layers}
     out: dict[str, tuple[str, dict[str, Any] | None]] = {}
+    paths = {n: _probe_cache(c, bb, ds, n, o, fast) for n in layers}
     pending = []
     for n in layers:
-        cached = _probe_cache(c, bb, ds, n, o, fast)
-        if cached.is_file():
-            fig = json.loads(cached.read_text())
+        if paths[n].is_file():
+            fig = json.loads(paths[n].read_text())
             out[n] = (fig["chosen"], fig)
         else:
             pending.append(n)
@@ -331,9 +331,8 @@ def resolve_precision(
             from .features.store import atomic_write_bytes
 
             fig["splits"] = default_splits(ds)  # what the sample was drawn from
-            p = _probe_cache(c, bb, ds, n, o, fast)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(p, json.dumps(fig, indent=1).encode())
+            paths[n].parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(paths[n], json.dumps(fig, indent=1).encode())
             out[n] = (fig["chosen"], fig)
             if fig["chosen"] != fast:
                 from .cli._console import err_console

@@ -37,6 +37,7 @@ from PIL import Image
 from ..backbones import LoadedBackbone
 from ..datasets.base import ImageSet, Sample
 from ..errors import BadImageError, CnnbaseError, ConfigError, StoreError
+from ..features.extract import join_views
 from ..features.store import FeatureStore, StoreEntry, atomic_save_npy, file_sha256
 from .patches import GridSpec, patch_grid
 from .progress import ExtractProgress
@@ -344,8 +345,7 @@ def _flush(runner, queue: list[tuple[int, torch.Tensor]], out: np.ndarray, layer
     """Run the queued patches (several images) through the frozen layers, ``batch_size`` at a time, into ``out``."""
     if not queue:
         return
-    # numpy joins the channels-last blocks as one memcpy (torch.cat of channels-last uint8 copied element-wise)
-    x = torch.from_numpy(np.concatenate([t.permute(0, 2, 3, 1).numpy() for _, t in queue])).permute(0, 3, 1, 2)
+    x = join_views([t for _, t in queue])  # one numpy copy of the channels-last blocks (torch.cat copied element-wise)
     rows = np.concatenate([np.arange(o, o + len(t)) for o, t in queue])
     for a in range(0, len(x), batch_size):
         out[rows[a : a + batch_size]] = runner(x[a : a + batch_size])[layer]
