@@ -138,7 +138,7 @@ def main() -> None:
     m = entry.manifest() or {}
     used = m.get("run", {})
     print(f"(b) cnnbase extract, end to end {b:8.1f} img/s   ({wall:.1f} s incl. set-up; precision {used.get('precision', '?')}, "
-          f"compile {used.get('compile', '?')}, probe {used.get('probe', {}).get('verdict', '–')}){med}")
+          f"compile {used.get('compile', '?')}, probe {(used.get('probe') or {}).get('verdict', 'none')}){med}")
     probe = used.get("probe") or {}
     if "min_cosine" in probe:
         print(f"    probe on {probe.get('images')} images: min cosine {probe['min_cosine']:.5f}, relative error "

@@ -31,6 +31,14 @@ def test_bench_extract_prints_every_figure(tmp_path: Path) -> None:
         assert re.search(figure, out), (figure, out)
 
 
+@pytest.mark.skipif(not (SCRIPTS / "bench_extract.py").is_file(), reason="scripts/ not in this checkout")
+def test_bench_extract_with_a_forced_precision_has_no_probe(tmp_path: Path) -> None:
+    out = _run(tmp_path, "bench_extract.py", "--model", "tiny_cnn", "--generate", "12", "--plain-limit", "4",
+               "--repeats", "1", "--precision", "fp32", "--compile", "off")
+    assert re.search(r"\(b\) .*precision fp32, compile False, probe none", out), out
+    assert re.search(r"\(c\) model alone \(fp32\)", out), out
+
+
 @pytest.mark.skipif(not (SCRIPTS / "bench_precision.py").is_file(), reason="scripts/ not in this checkout")
 def test_bench_precision_prints_probe_and_score_changes(tmp_path: Path) -> None:
     out = _run(tmp_path, "bench_precision.py", "--model", "tiny_cnn", "--train-per-class", "3", "--test-per-class", "4")
