@@ -271,9 +271,10 @@ def split_for(n: int, decode_s: float, model_core_s: float, model_1thread_s: flo
 def plan_cpu_split(runner: ModelRunner, samples: Sequence[Sample], jitter: JitterSpec, batch: int) -> tuple[int, int, dict]:
     """(decode workers, torch threads) for this run on the CPU, from timing a few decodes and forward passes.
 
-    Decoding and the model share the cores (:func:`split_for` chooses). Measured on 2 cores: AlexNet (decode and
-    bf16 model about equally costly) runs best with 1 worker + 1 thread, each on its own core; ResNet-50 (the model
-    costs ten times the decode) with 1 worker decoding ahead of a 2-thread model.
+    Decoding and the model share the cores (:func:`split_for` chooses). Measured on 2 cores: where decoding costs
+    about as much as the bf16 model (AlexNet on an Intel AMX host) 1 worker + 1 thread,
+    each on its own core, runs best; where the model costs 5-27 times the decode (AlexNet on an AMD EPYC host, ResNet-50
+    on both), 1 worker decoding ahead of a 2-thread model (docs/SPEED.md).
     """
     import time
 
