@@ -137,9 +137,9 @@ def main() -> None:
     print(f"(a) plain torchvision loop      {a:8.1f} img/s   ({len(plain_paths)} images){med}")
     m = entry.manifest() or {}
     used = m.get("run", {})
+    probe = used.get("probe") or {}  # None when --precision forced one (no probe ran)
     print(f"(b) cnnbase extract, end to end {b:8.1f} img/s   ({wall:.1f} s incl. set-up; precision {used.get('precision', '?')}, "
-          f"compile {used.get('compile', '?')}, probe {(used.get('probe') or {}).get('verdict', 'none')}){med}")
-    probe = used.get("probe") or {}
+          f"compile {used.get('compile', '?')}, probe {probe.get('verdict', 'none')}){med}")
     if "min_cosine" in probe:
         print(f"    probe on {probe.get('images')} images: min cosine {probe['min_cosine']:.5f}, relative error "
               f"{100 * probe['median_rel_error']:.2f}%, 10-NN {probe['knn10_overlap']:.3f}, top-1 {probe['top1_agreement']:.3f}")
