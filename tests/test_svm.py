@@ -220,6 +220,50 @@ def test_without_a_gram_matrix_the_results_are_the_same(monkeypatch):
         assert np.allclose(a.decision_function(X), b.decision_function(X), atol=2e-3)
 
 
+@pytest.mark.parametrize("n", [1, 5, 9, 31])
+def test_gram_from_the_upper_blocks_is_the_full_product(monkeypatch, n):
+    monkeypatch.setattr(svm, "_GRAM_BLOCK", 4)  # several row blocks even for tiny n
+    X = torch.from_numpy(np.random.default_rng(n).random((n, 7), dtype=np.float32))
+    K = svm._gram(X)
+    assert torch.equal(K, K.T)
+    assert torch.allclose(K, X @ X.T, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+def test_gram_products_in_both_backends_match_a_dense_product(monkeypatch, onednn):
+    if onednn and not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN")
+    monkeypatch.setattr(svm, "_ONEDNN", onednn)
+    rng = np.random.default_rng(3)
+    G = torch.from_numpy(rng.random((3, 40, 40), dtype=np.float32))
+    G = G + G.transpose(1, 2)  # Gram matrices are symmetric
+    grp = torch.tensor([0, 0, 1, 1, 2, 2, 2])  # each group's columns contiguous (the solver's layout)
+    V = torch.from_numpy(rng.standard_normal((40, 7), dtype=np.float32))
+    op = svm._Gram(G, grp)
+    assert all(m.is_mkldnn == onednn for m in op._mats.values())
+    want = torch.stack([G[g] @ V[:, c] for c, g in enumerate(grp.tolist())], dim=1)
+    got = op.mm(V)
+    assert got.shape == V.shape and got.is_contiguous()
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+    keep = torch.tensor([True, False, False, True, True, False, True])
+    assert torch.allclose(op.keep(keep).mm(V[:, keep]), want[:, keep], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="contiguous"):
+        svm._Gram(G, torch.tensor([0, 2, 1]))
+    one = svm._Gram(G[1:2], torch.zeros(3, dtype=torch.int64))
+    assert torch.allclose(one.mm(V[:, :3]), G[1] @ V[:, :3], rtol=1e-5, atol=1e-5)
+
+
+def test_fit_without_onednn_is_the_same(monkeypatch):
+    X, Y = make_multilabel(120, 80, 3, strength=1.0, seed=31)
+    kw = dict(C=(0.1, 1.0, 10.0), tol=1e-5)
+    a = LinearSVMHead(**kw).fit(X, Y)
+    monkeypatch.setattr(svm, "_ONEDNN", False)
+    b = LinearSVMHead(**kw).fit(X, Y)
+    assert np.array_equal(a.C_, b.C_)
+    assert np.allclose(a.objective_, b.objective_, rtol=1e-5)
+    assert np.allclose(a.decision_function(X), b.decision_function(X), atol=1e-3)
+
+
 def test_small_fits_run_on_one_thread_and_restore_the_setting(monkeypatch):
     X, y = make_multiclass(60, 8, 3, strength=2.0, seed=25)
     torch.set_num_threads(2)

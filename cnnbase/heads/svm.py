@@ -20,11 +20,14 @@ by objective value.
   when the training set has fewer samples than features or the loss is the hinge, as liblinear advises;
   primal otherwise; ``random_state=seed``). ``n_jobs`` runs problems in parallel with joblib.
 * ``"torch"``: squared hinge only, float32. A batched Newton-CG method (liblinear's primal TRON without the
-  trust region: generalised-Hessian Newton steps, each solved by conjugate gradients to 10% of the gradient
-  norm, followed by an *exact* line search on the piecewise-quadratic objective). Every binary problem of a
-  fit advances together as one column of a matrix, so the work is a few large matrix products per CG step
-  and the parallelism is the BLAS's (``torch.get_num_threads()`` threads; one thread while the fit runs when
-  its products are under ~64 MFLOP, where threads only cost synchronisation). Two forms of the same iterates:
+  trust region: generalised-Hessian Newton steps, each solved by conjugate gradients to 0.5% of the gradient
+  norm, followed by an *exact* line search on the piecewise-quadratic objective). TRON stops CG at 10%; with
+  an exact line search the tighter inner solve needs half the Newton steps and 1.5-1.8x less work in all
+  (docs/SPEED.md). Every binary problem of a fit advances together as one column of a matrix, so the work
+  is a few large matrix products per CG step and the parallelism is the BLAS's (``torch.get_num_threads()``
+  threads; one thread while the fit runs when its products are under ~64 MFLOP, where threads only cost
+  synchronisation; the Gram products of one-vs-rest go through oneDNN where torch has it, see
+  :func:`_product_matrix`). Two forms of the same iterates:
 
   - *primal* (``w``-space, products with ``X``): one-vs-rest with more than ``2 d`` training samples
     (e.g. jittered views) or a Gram matrix too large for memory;
@@ -115,7 +118,7 @@ _ARRAY_ATTRS = (
 _SCALAR_ATTRS = ("multilabel_", "n_features_in_", "solver_", "kernel_form_", "fit_time_")
 
 # Torch solver internals (not parameters: they change speed, not the optimum).
-_CG_RTOL = 0.1  # inner CG stops when its residual is below this fraction of the gradient (TRON's eps_cg)
+_CG_RTOL = 0.005  # inner CG stops when its residual is below this fraction of the gradient (TRON: 0.1)
 _CG_MAXITER = 200  # per Newton step; a truncated step is still a descent step
 _STALL = 3  # stop after this many Newton steps without a relative objective decrease of _STALL_RTOL
 _STALL_RTOL = 1e-6  # (float32's floor: at large C, tol on the gradient can be out of reach)
@@ -123,6 +126,8 @@ _DECREMENT_RTOL = 1e-7  # a Newton step predicted to gain less than this fractio
 _GRAM_MAX_BYTES = 4 << 30  # above this, one-vs-one gathers each pair's Gram block from X instead of K
 _CHUNK_BYTES = 256 << 20  # memory per batch of one-vs-one pairs
 _PREDICT_ROWS = 4096  # rows per block in decision_function / voting
+_GRAM_BLOCK = 1024  # rows per block when a Gram matrix is computed (see _gram)
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch._C._nn, "mkldnn_linear")  # see _product_matrix
 _PARALLEL_MIN_FLOP = 64e6  # below this per matrix product, the torch solver runs on one thread (see _threads)
 
 
@@ -512,36 +517,93 @@ def _newton_primal(
     return W, z, n_iter, conv
 
 
+def _gram(X: torch.Tensor) -> torch.Tensor:
+    """``X @ X.T``, exactly symmetric, computing only the blocks on and above the diagonal and mirroring the rest.
+
+    Row blocks of about ``_GRAM_BLOCK`` rows: block ``i`` is multiplied with rows ``i..n`` only, so the
+    arithmetic is ``(b + 1) / 2b`` of the full product for ``b`` blocks (about 0.6 for 5,000 rows).
+    """
+    n = X.shape[0]
+    K = torch.empty(n, n, dtype=X.dtype)
+    step = max(_GRAM_BLOCK, -(-n // 8))
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        K[i:j, i:] = X[i:j] @ X[i:].T
+        K[j:, i:j] = K[i:j, j:].T
+        upper = torch.triu(K[i:j, i:j])  # the diagonal block from its upper triangle: K is exactly symmetric
+        K[i:j, i:j] = upper + torch.triu(upper, 1).T
+    return K
+
+
+def _product_matrix(G: torch.Tensor) -> torch.Tensor:
+    """``G`` in the form :func:`_mm_rows` multiplies fastest: a oneDNN (mkldnn) copy where torch has oneDNN.
+
+    Measured on a 2-core AMD EPYC (AVX-512), 3,341-square Gram matrices times 20 columns: MKL's sgemm 6.1 ms,
+    oneDNN's 4.3 ms; on 2-10 columns MKL is 3x slower still. Both are float32 with float32 accumulation, so
+    the choice changes only the order of the sums (relative differences ~1e-6).
+    """
+    if _ONEDNN:
+        try:
+            return G.contiguous().to_mkldnn()
+        except RuntimeError:  # pragma: no cover - a torch whose oneDNN rejects this tensor
+            pass
+    return G
+
+
+def _mm_rows(M: torch.Tensor, Vt: torch.Tensor) -> torch.Tensor:
+    """``(M @ Vt.T).T`` as a dense ``(q, m)`` tensor, for a :func:`_product_matrix` ``M`` and ``Vt`` ``(q, m)``.
+
+    The columns come in transposed (``(q, m)``, contiguous) because both backends are fastest that way: oneDNN
+    takes them as the rows of a linear layer's input (``Vt @ M.T``; ``M`` is symmetric), and MKL multiplies a
+    column-major operand of fewer than 16 columns 1.5-3x faster than a row-major one (equal from 16 on).
+    """
+    if M.is_mkldnn:
+        return torch._C._nn.mkldnn_linear(Vt.to_mkldnn(), M, None).to_dense()
+    return (M @ Vt.T).T
+
+
 class _Gram:
     """Products with the Gram matrices of a batch of kernel-form problems.
 
     Two layouts of the problem state (coefficients, scores, labels, costs):
 
     * ``cols`` (a few large Gram matrices, e.g. one per CV fold): state ``(m, Q)``, column ``c`` belongs to
-      group ``grp[c]``; a product is one matrix product per group, and columns leave the batch one by one.
+      group ``grp[c]`` (``grp`` sorted, so each group's columns are one contiguous range); a product is one
+      matrix product per group (each matrix kept in the form :func:`_product_matrix` gives), and columns
+      leave the batch one by one.
     * ``batch`` (many small Gram blocks, e.g. one per one-vs-one pair): state ``(P, m, q)``, a product is one
       batched product; groups leave the batch when all their columns are done.
     """
 
-    def __init__(self, G: torch.Tensor, grp: torch.Tensor | None = None) -> None:
-        self.G = G
+    def __init__(
+        self, G: torch.Tensor | None, grp: torch.Tensor | None = None, mats: dict[int, torch.Tensor] | None = None
+    ) -> None:
         self.cols = grp is not None
         self.grp = grp
-        if grp is not None:
-            self._parts = [(g, torch.nonzero(grp == g).squeeze(1)) for g in torch.unique(grp).tolist()]
+        if grp is None:
+            assert G is not None
+            self.G = G
+            return
+        groups, counts = torch.unique_consecutive(grp, return_counts=True)
+        if groups.numel() > 1 and not bool((groups[1:] > groups[:-1]).all()):
+            raise ValueError("_Gram: the columns of each group must be contiguous, in increasing group order")
+        self._mats = mats if mats is not None else {g: _product_matrix(G[g]) for g in groups.tolist()}  # type: ignore[index]
+        ends = torch.cumsum(counts, 0).tolist()
+        self._parts = [(g, e - c, e) for g, c, e in zip(groups.tolist(), counts.tolist(), ends)]
 
     def mm(self, V: torch.Tensor) -> torch.Tensor:
         if not self.cols:
             return self.G @ V
+        Vt = V.T.contiguous()
         if len(self._parts) == 1:
-            return self.G[self._parts[0][0]] @ V
-        out = torch.empty_like(V)
-        for g, idx in self._parts:
-            out[:, idx] = self.G[g] @ V[:, idx]
-        return out
+            return _mm_rows(self._mats[self._parts[0][0]], Vt).T.contiguous()
+        out = torch.empty_like(Vt)
+        for g, a, b in self._parts:
+            out[a:b] = _mm_rows(self._mats[g], Vt[a:b])
+        return out.T.contiguous()
 
     def keep(self, keep: torch.Tensor) -> _Gram:
-        return _Gram(self.G, self.grp[keep]) if self.cols else _Gram(self.G[keep])
+        return _Gram(None, self.grp[keep], self._mats) if self.cols else _Gram(self.G[keep])
 
 
 def _newton_kernel(
@@ -1236,7 +1298,7 @@ class LinearSVMHead(BaseEstimator):
         self.kernel_form_ = bool(kernel)
         # checkpoint unit: one C of the CV path (its fold solutions = the next C's warm start, and its scores)
         ckpt.start(path="ovr-torch", kernel=bool(kernel))
-        K = Xt @ Xt.T if kernel else None
+        K = _gram(Xt) if kernel else None
         opts = {"tol": self.tol, "max_iter": self.max_iter}
         C_idx = np.zeros(J, dtype=np.int64)
         start = None
@@ -1347,7 +1409,7 @@ class LinearSVMHead(BaseEstimator):
         by_class, m_c = self._pair_layout(y_idx)
         blocks = _ClassBlocks(pairs, by_class)
         m = 2 * m_c
-        K = Xt @ Xt.T if n * n * 4 <= _GRAM_MAX_BYTES else None
+        K = _gram(Xt) if n * n * 4 <= _GRAM_MAX_BYTES else None
         q_cv = F * nC if cv else 1
         per_pair = 4 * (m * m + 16 * m * q_cv + (0 if K is not None else m * p))
         chunk = max(1, min(P, _CHUNK_BYTES // per_pair))
