@@ -253,6 +253,25 @@ def test_gram_products_in_both_backends_match_a_dense_product(monkeypatch, onedn
     assert torch.allclose(one.mm(V[:, :3]), G[1] @ V[:, :3], rtol=1e-5, atol=1e-5)
 
 
+def test_cg_products_skip_converged_columns():
+    rng = np.random.default_rng(4)
+    G = torch.from_numpy(rng.random((2, 12, 12), dtype=np.float32))
+    G = G + G.transpose(1, 2)
+    cols = svm._Gram(G, torch.tensor([0, 0, 1, 1, 1]))
+    V = torch.from_numpy(rng.standard_normal((12, 5), dtype=np.float32))
+    active = torch.tensor([True, False, False, True, True])
+    got = svm._mm_active(cols, V, active)
+    assert torch.allclose(got[:, active], cols.mm(V)[:, active], rtol=1e-5, atol=1e-5)
+    assert not got[:, ~active].any()
+    batch = svm._Gram(G)  # one-vs-one layout: (pairs, m, C columns); a pair leaves when all its columns are done
+    Vb = torch.from_numpy(rng.standard_normal((2, 12, 3), dtype=np.float32))
+    act_b = torch.tensor([[False, False, False], [True, False, True]])
+    got_b = svm._mm_active(batch, Vb, act_b)
+    assert torch.allclose(got_b[1], G[1] @ Vb[1], rtol=1e-5, atol=1e-5)
+    assert not got_b[0].any()
+    assert torch.equal(svm._mm_active(batch, Vb, torch.ones(2, 3, dtype=torch.bool)), batch.mm(Vb))
+
+
 def test_fit_without_onednn_is_the_same(monkeypatch):
     X, Y = make_multilabel(120, 80, 3, strength=1.0, seed=31)
     kw = dict(C=(0.1, 1.0, 10.0), tol=1e-5)

@@ -291,11 +291,13 @@ def _binary_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _cg(
-    matvec: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, thresh: torch.Tensor, maxiter: int
+    matvec: Callable[[torch.Tensor, Any], torch.Tensor], rhs: torch.Tensor, thresh: torch.Tensor, maxiter: int
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """CG from 0 on independent SPD systems, one per column (reduction over dim -2).
 
-    A column stops (its step size becomes 0) once its residual norm is at most ``thresh`` (per column).
+    A column stops (its step size becomes 0) once its residual norm is at most ``thresh`` (per column), and
+    leaves the products: ``matvec(V, keep)`` multiplies the columns ``keep`` (a bool mask, or ``slice(None)``
+    for all) of the systems, given as ``V``.
     Returns the solution, ``matvec`` of it (by recurrence), and the number of iterations.
     No preconditioner: a Jacobi one slowed these systems down (the bias column dominates the diagonal).
     """
@@ -308,7 +310,11 @@ def _cg(
     active = rr.sqrt() > thresh
     it = 0
     while it < maxiter and bool(active.any()):
-        ap = matvec(p)
+        if bool(active.all()):
+            ap = matvec(p, slice(None))
+        else:
+            ap = torch.zeros_like(p)
+            ap[:, active] = matvec(p[:, active], active)
         alpha = torch.where(active, rr / torch.linalg.vecdot(p, ap, dim=-2).clamp_min(tiny), 0.0).unsqueeze(
             -2
         )
@@ -353,7 +359,7 @@ def _cg_kernel(
         alpha = torch.where(
             active, rr / torch.linalg.vecdot(gpi, eta, dim=-2).clamp_min(tiny), 0.0
         ).unsqueeze(-2)
-        geta = torch.add(gpi, G.mm(dg), alpha=2)
+        geta = torch.add(gpi, _mm_active(G, dg, active), alpha=2)
         sigma.addcmul_(alpha, pi)
         gsigma.addcmul_(alpha, gpi)
         rho.addcmul_(alpha, eta, value=-1)
@@ -366,6 +372,23 @@ def _cg_kernel(
         rr = rr_new
         it += 1
     return sigma, gsigma, it
+
+
+def _mm_active(G: _Gram, V: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """``G.mm(V)`` for the columns still ``active`` in CG, zeros for the others (their step size is 0).
+
+    Columns converge after different numbers of CG steps (on VOC-shaped data, only 57% of the column-steps
+    were still active), so the products shrink with them.
+    """
+    keep = active if G.cols else active.any(-1)
+    if bool(keep.all()):
+        return G.mm(V)
+    out = torch.zeros_like(V)
+    if G.cols:
+        out[:, keep] = G.keep(keep).mm(V[:, keep])
+    else:
+        out[keep] = G.keep(keep).mm(V[keep])
+    return out
 
 
 def _line_search(
@@ -504,7 +527,9 @@ def _newton_primal(
                 stall[keep],
                 best[keep],
             )
-        s, _, _ = _cg(lambda V, D=D: V + 2 * (X.T @ (D * (X @ V))), -g, _CG_RTOL * gn, _CG_MAXITER)
+        s, _, _ = _cg(
+            lambda V, keep, D=D: V + 2 * (X.T @ (D[:, keep] * (X @ V))), -g, _CG_RTOL * gn, _CG_MAXITER
+        )
         # Newton decrement -g.s ~ twice the remaining objective gap: below float32's resolution, this is the last step
         stall = torch.where(-(g * s).sum(0) <= _DECREMENT_RTOL * best, _STALL, stall)
         dz = X @ s
