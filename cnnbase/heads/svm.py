@@ -1330,8 +1330,8 @@ class LinearSVMHead(BaseEstimator):
         nC = self.Cs_.size
         Ylab = torch.from_numpy(Yb.astype(np.float32))  # (n, J) in {1, -1, 0}
         # kernel form: one product with an (n_train x n_train) Gram matrix per CG step instead of two with X;
-        # K plus the fold Grams take about 2.3 n^2 floats
-        kernel = n <= 2 * p and 10 * n * n <= _GRAM_MAX_BYTES
+        # K plus the fold Grams (in _product_matrix form) take about 2.3 n^2 floats, 2.8 while one is converted
+        kernel = n <= 2 * p and 12 * n * n <= _GRAM_MAX_BYTES
         self.kernel_form_ = bool(kernel)
         # checkpoint unit: one C of the CV path (its fold solutions = the next C's warm start, and its scores)
         ckpt.start(path="ovr-torch", kernel=bool(kernel))
@@ -1351,10 +1351,10 @@ class LinearSVMHead(BaseEstimator):
                 for k, t in enumerate(train):
                     rows[k, : t.size] = torch.from_numpy(t)
                     valid[k, : t.size] = True
-                op = _Gram(
-                    torch.stack([K[r[:, None], r[None, :]] for r in rows]),
-                    torch.arange(F).repeat_interleave(J),
-                )
+                # one fold's Gram matrix at a time, each dense copy freed once converted
+                mats = {k: _product_matrix(K[r[:, None], r[None, :]]) for k, r in enumerate(rows)}
+                op = _Gram(None, torch.arange(F).repeat_interleave(J), mats)
+                del mats
                 Ycv = torch.cat([Ylab[rows[k]] * valid[k, :, None] for k in range(F)], dim=1)  # (m, F*J)
             else:  # w-space: all rows, held-out ones weigh 0
                 fold_t = torch.from_numpy(folds.astype(np.int64))
@@ -1392,6 +1392,8 @@ class LinearSVMHead(BaseEstimator):
                         fold_scores[j, ci, k] = self._score_fold(dec[:, j], Yb[val[k], j], scorer)
                 ckpt.put(unit, sol=path[-1].numpy(), fold_scores=fold_scores[:, ci, :])
                 _log.debug("ovr CV C=%g done", C)
+            if kernel:
+                del op  # the fold Gram matrices: the final fit needs K (and a copy of it) instead
             self.cv_scores_, C_idx = self._choose(fold_scores)
             self.cv_fold_scores_ = fold_scores
             # warm start at the chosen C: the mean over folds of the fold solutions (in w or in beta)
