@@ -263,7 +263,8 @@ def test_cg_products_skip_converged_columns():
     got = svm._mm_active(cols, V, active)
     assert torch.allclose(got[:, active], cols.mm(V)[:, active], rtol=1e-5, atol=1e-5)
     assert not got[:, ~active].any()
-    batch = svm._Gram(G)  # one-vs-one layout: (pairs, m, C columns); a pair leaves when all its columns are done
+    # one-vs-one layout (pairs, m, C columns): a pair leaves the products when all its columns are done
+    batch = svm._Gram(G)
     Vb = torch.from_numpy(rng.standard_normal((2, 12, 3), dtype=np.float32))
     act_b = torch.tensor([[False, False, False], [True, False, True]])
     got_b = svm._mm_active(batch, Vb, act_b)

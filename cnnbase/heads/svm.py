@@ -120,7 +120,7 @@ _SCALAR_ATTRS = ("multilabel_", "n_features_in_", "solver_", "kernel_form_", "fi
 
 # Torch solver internals (not parameters: they change speed, not the optimum).
 # inner CG stops when its residual is below this fraction of the gradient: TRON's 0.1 in w-space; 0.005 in
-# kernel form, which halves the Newton steps there (docs/SPEED.md: VOC-shaped fit 28.7 -> 18.0 s, CUB 139 -> 81 s)
+# kernel form, which halves the Newton steps there (docs/SPEED.md: VOC-shaped fit 28.7 -> 18.0 s)
 _CG_RTOL = 0.1
 _CG_RTOL_KERNEL = 0.005
 _CG_MAXITER = 200  # per Newton step; a truncated step is still a descent step
@@ -131,7 +131,8 @@ _GRAM_MAX_BYTES = 4 << 30  # above this, one-vs-one gathers each pair's Gram blo
 _CHUNK_BYTES = 256 << 20  # memory per batch of one-vs-one pairs
 _PREDICT_ROWS = 4096  # rows per block in decision_function / voting
 _GRAM_BLOCK = 1024  # rows per block when a Gram matrix is computed (see _gram)
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch._C._nn, "mkldnn_linear")  # see _product_matrix
+# Gram products through oneDNN where torch has it (see _product_matrix)
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch._C._nn, "mkldnn_linear")
 _PARALLEL_MIN_FLOP = 64e6  # below this per matrix product, the torch solver runs on one thread (see _threads)
 
 
@@ -547,7 +548,7 @@ def _newton_primal(
 
 
 def _gram(X: torch.Tensor) -> torch.Tensor:
-    """``X @ X.T``, exactly symmetric, computing only the blocks on and above the diagonal and mirroring the rest.
+    """``X @ X.T``, exactly symmetric: only the blocks on and above the diagonal are computed, then mirrored.
 
     Row blocks of about ``_GRAM_BLOCK`` rows: block ``i`` is multiplied with rows ``i..n`` only, so the
     arithmetic is ``(b + 1) / 2b`` of the full product for ``b`` blocks (about 0.6 for 5,000 rows).
@@ -580,7 +581,7 @@ def _product_matrix(G: torch.Tensor) -> torch.Tensor:
 
 
 def _mm_rows(M: torch.Tensor, Vt: torch.Tensor) -> torch.Tensor:
-    """``(M @ Vt.T).T`` as a dense ``(q, m)`` tensor, for a :func:`_product_matrix` ``M`` and ``Vt`` ``(q, m)``.
+    """``(M @ Vt.T).T``, dense ``(q, m)``, for a :func:`_product_matrix` ``M`` and ``Vt`` ``(q, m)``.
 
     The columns come in transposed (``(q, m)``, contiguous) because both backends are fastest that way: oneDNN
     takes them as the rows of a linear layer's input (``Vt @ M.T``; ``M`` is symmetric), and MKL multiplies a
@@ -605,7 +606,10 @@ class _Gram:
     """
 
     def __init__(
-        self, G: torch.Tensor | None, grp: torch.Tensor | None = None, mats: dict[int, torch.Tensor] | None = None
+        self,
+        G: torch.Tensor | None,
+        grp: torch.Tensor | None = None,
+        mats: dict[int, torch.Tensor] | None = None,
     ) -> None:
         self.cols = grp is not None
         self.grp = grp
@@ -616,7 +620,10 @@ class _Gram:
         groups, counts = torch.unique_consecutive(grp, return_counts=True)
         if groups.numel() > 1 and not bool((groups[1:] > groups[:-1]).all()):
             raise ValueError("_Gram: the columns of each group must be contiguous, in increasing group order")
-        self._mats = mats if mats is not None else {g: _product_matrix(G[g]) for g in groups.tolist()}  # type: ignore[index]
+        if mats is None:
+            assert G is not None
+            mats = {g: _product_matrix(G[g]) for g in groups.tolist()}
+        self._mats = mats
         ends = torch.cumsum(counts, 0).tolist()
         self._parts = [(g, e - c, e) for g, c, e in zip(groups.tolist(), counts.tolist(), ends)]
 
@@ -1330,7 +1337,7 @@ class LinearSVMHead(BaseEstimator):
         nC = self.Cs_.size
         Ylab = torch.from_numpy(Yb.astype(np.float32))  # (n, J) in {1, -1, 0}
         # kernel form: one product with an (n_train x n_train) Gram matrix per CG step instead of two with X;
-        # K plus the fold Grams (in _product_matrix form) take about 2.3 n^2 floats, 2.8 while one is converted
+        # K plus the fold Grams (in _product_matrix form) take about 2.3 n^2 floats, 2.8 while one is built
         kernel = n <= 2 * p and 12 * n * n <= _GRAM_MAX_BYTES
         self.kernel_form_ = bool(kernel)
         # checkpoint unit: one C of the CV path (its fold solutions = the next C's warm start, and its scores)
