@@ -82,6 +82,7 @@ import json
 import logging
 import math
 import os
+import platform
 import tempfile
 import time
 import warnings
@@ -131,8 +132,12 @@ _GRAM_MAX_BYTES = 4 << 30  # above this, one-vs-one gathers each pair's Gram blo
 _CHUNK_BYTES = 256 << 20  # memory per batch of one-vs-one pairs
 _PREDICT_ROWS = 4096  # rows per block in decision_function / voting
 _GRAM_BLOCK = 1024  # rows per block when a Gram matrix is computed (see _gram)
-# Gram products through oneDNN where torch has it (see _product_matrix)
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch._C._nn, "mkldnn_linear")
+# Gram products through oneDNN on x86 where torch has it (see _product_matrix); elsewhere through torch's BLAS
+_ONEDNN = (
+    platform.machine().lower() in ("x86_64", "amd64")
+    and torch.backends.mkldnn.is_available()
+    and hasattr(torch._C._nn, "mkldnn_linear")
+)
 _PARALLEL_MIN_FLOP = 64e6  # below this per matrix product, the torch solver runs on one thread (see _threads)
 
 
@@ -566,15 +571,19 @@ def _gram(X: torch.Tensor) -> torch.Tensor:
 
 
 def _product_matrix(G: torch.Tensor) -> torch.Tensor:
-    """``G`` in the form :func:`_mm_rows` multiplies fastest: a oneDNN (mkldnn) copy where torch has oneDNN.
+    """``G`` in the form :func:`_mm_rows` multiplies fastest: a oneDNN (mkldnn) copy on x86 where torch has
+    oneDNN, else ``G`` itself (torch's BLAS).
 
     Measured on a 2-core AMD EPYC (AVX-512), 3,341-square Gram matrices times 20 columns: MKL's sgemm 6.1 ms,
-    oneDNN's 4.3 ms; on 2-10 columns MKL is 3x slower still. Both are float32 with float32 accumulation, so
-    the choice changes only the order of the sums (relative differences ~1e-6).
+    oneDNN's 4.3 ms; on 2-10 columns (a row-major operand) MKL is 3x slower still. Both are float32 with float32
+    accumulation, so the choice changes only the order of the sums (relative differences ~1e-6). It is fixed
+    per machine, not timed per fit, so that a resumed fit repeats the interrupted one bit for bit.
     """
     if _ONEDNN:
         try:
-            return G.contiguous().to_mkldnn()
+            M = G.contiguous().to_mkldnn()
+            _mm_rows(M, torch.zeros(1, G.shape[0], dtype=G.dtype))  # fails here, not mid-fit, if it is unusable
+            return M
         except RuntimeError:  # pragma: no cover - a torch whose oneDNN rejects this tensor
             pass
     return G
