@@ -273,6 +273,26 @@ def test_cg_products_skip_converged_columns():
     assert torch.equal(svm._mm_active(batch, Vb, torch.ones(2, 3, dtype=torch.bool)), batch.mm(Vb))
 
 
+def test_votes_match_a_loop_for_either_layout_of_the_decisions():
+    rng = np.random.default_rng(8)
+    pairs = np.array([(a, b) for a in range(4) for b in range(a + 1, 4)])
+    dec = torch.from_numpy(rng.standard_normal((7, len(pairs)), dtype=np.float32))
+    want_v, want_c = np.zeros((7, 4)), np.zeros((7, 4))
+    for i in range(7):
+        for k, (a, b) in enumerate(pairs):
+            want_v[i, a if dec[i, k] > 0 else b] += 1
+            want_c[i, a] += float(dec[i, k])
+            want_c[i, b] -= float(dec[i, k])
+    pa, pb = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+    for d in (dec, dec.T.contiguous().T):  # row-major, and the transposed result held-out voting passes
+        votes, confs = torch.zeros(7, 4), torch.zeros(7, 4)
+        svm._vote(votes, confs, d, pa, pb)
+        assert np.array_equal(votes.numpy(), want_v)
+        assert np.allclose(confs.numpy(), want_c, atol=1e-5)
+    with pytest.raises(ValueError, match="lexicographic"):
+        svm._ClassBlocks(pairs[[0, 3, 1, 2, 4, 5]], np.zeros((4, 2), dtype=np.int64))
+
+
 def test_fit_without_onednn_is_the_same(monkeypatch):
     X, Y = make_multilabel(120, 80, 3, strength=1.0, seed=31)
     kw = dict(C=(0.1, 1.0, 10.0), tol=1e-5)

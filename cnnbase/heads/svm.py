@@ -1994,12 +1994,22 @@ class LinearSVMHead(BaseEstimator):
 def _vote(
     votes: torch.Tensor, confs: torch.Tensor, dec: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor
 ) -> None:
-    """Add one-vs-one votes and confidences of decision values ``dec (n, Pc)`` for pairs ``(pa, pb)``."""
-    win_a = (dec > 0).to(votes.dtype)
-    votes.index_add_(1, pa, win_a)
-    votes.index_add_(1, pb, 1 - win_a)
-    confs.index_add_(1, pa, dec.to(confs.dtype))
-    confs.index_add_(1, pb, -dec.to(confs.dtype))
+    """Add one-vs-one votes and confidences of decision values ``dec (n, Pc)`` for pairs ``(pa, pb)``.
+
+    Summed pair by pair over the rows of ``dec.T`` (free when ``dec`` is a transposed ``(Pc, n)`` result, as in
+    held-out voting): adding whole contiguous rows is 10x faster than adding strided columns of ``dec``.
+    """
+    dt = dec.T.contiguous()
+    win_a = (dt > 0).to(votes.dtype)
+    acc = torch.zeros(votes.shape[1], votes.shape[0], dtype=votes.dtype)
+    acc.index_add_(0, pa, win_a)
+    acc.index_add_(0, pb, 1 - win_a)
+    votes += acc.T
+    acc = torch.zeros(confs.shape[1], confs.shape[0], dtype=confs.dtype)
+    dt = dt.to(confs.dtype)
+    acc.index_add_(0, pa, dt)
+    acc.index_add_(0, pb, -dt)
+    confs += acc.T
 
 
 def _winner(votes: torch.Tensor, confs: torch.Tensor) -> torch.Tensor:
@@ -2025,6 +2035,10 @@ class _ClassBlocks:
         self.m_c = by_class.shape[1]
         self.first = [torch.from_numpy(np.nonzero(pairs[:, 0] == c)[0]) for c in range(by_class.shape[0])]
         self.second = [torch.from_numpy(np.nonzero(pairs[:, 1] == c)[0]) for c in range(by_class.shape[0])]
+        # pairs in lexicographic order: each class's "first" pairs are one contiguous range (an in-place addmm)
+        if not all(f.numel() == 0 or int(f[-1]) - int(f[0]) + 1 == f.numel() for f in self.first):
+            raise ValueError("_ClassBlocks: pairs must be in lexicographic order")
+        self.first_range = [(int(f[0]), int(f[-1]) + 1) if f.numel() else None for f in self.first]
         self.pa = torch.from_numpy(pairs[:, 0])
         self.pb = torch.from_numpy(pairs[:, 1])
 
@@ -2034,8 +2048,9 @@ class _ClassBlocks:
             rows = self.by_class[c]
             cnt = int((rows >= 0).sum())
             Mc = M[torch.from_numpy(rows[:cnt])]
-            if self.first[c].numel():
-                out.index_add_(0, self.first[c], beta[self.first[c], :cnt] @ Mc)
+            if self.first_range[c] is not None:
+                a, b = self.first_range[c]
+                out[a:b].addmm_(beta[a:b, :cnt], Mc)
             if self.second[c].numel():
                 out.index_add_(0, self.second[c], beta[self.second[c], self.m_c : self.m_c + cnt] @ Mc)
         return out
