@@ -2034,12 +2034,12 @@ class _ClassBlocks:
         self.pairs = pairs
         self.by_class = by_class
         self.m_c = by_class.shape[1]
-        self.first = [torch.from_numpy(np.nonzero(pairs[:, 0] == c)[0]) for c in range(by_class.shape[0])]
         self.second = [torch.from_numpy(np.nonzero(pairs[:, 1] == c)[0]) for c in range(by_class.shape[0])]
         # pairs in lexicographic order: each class's "first" pairs are one contiguous range (an in-place addmm)
-        if not all(f.numel() == 0 or int(f[-1]) - int(f[0]) + 1 == f.numel() for f in self.first):
+        first = [np.nonzero(pairs[:, 0] == c)[0] for c in range(by_class.shape[0])]
+        if not all(f.size == 0 or f[-1] - f[0] + 1 == f.size for f in first):
             raise ValueError("_ClassBlocks: pairs must be in lexicographic order")
-        self.first_range = [(int(f[0]), int(f[-1]) + 1) if f.numel() else None for f in self.first]
+        self.first_range = [(int(f[0]), int(f[-1]) + 1) if f.size else None for f in first]
         self.pa = torch.from_numpy(pairs[:, 0])
         self.pb = torch.from_numpy(pairs[:, 1])
 
