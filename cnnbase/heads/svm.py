@@ -640,8 +640,6 @@ class _Gram:
         if not self.cols:
             return self.G @ V
         Vt = V.T.contiguous()
-        if len(self._parts) == 1:
-            return _mm_rows(self._mats[self._parts[0][0]], Vt).T.contiguous()
         out = torch.empty_like(Vt)
         for g, a, b in self._parts:
             out[a:b] = _mm_rows(self._mats[g], Vt[a:b])
