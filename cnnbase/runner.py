@@ -23,7 +23,7 @@ from .config import default_store
 from .datasets import ImageSet, dataset_config, open_dataset
 from .datasets.base import Sample, retrieval_from_labels
 from .errors import ConfigError, StoreError
-from .features.extract import PRECISIONS, ModelRunner, Tap, default_workers, plan_cpu_split, run_extraction
+from .features.extract import PLAN_MIN_INPUTS, PRECISIONS, ModelRunner, Tap, default_workers, plan_cpu_split, run_extraction
 from .features.store import Features, FeatureStore, StoreEntry, key_of
 from .features.views import JitterSpec
 
@@ -63,6 +63,7 @@ class Context:
     datasets_file: str | None = None
     root: str | None = None
     _backbones: dict[tuple, LoadedBackbone] = field(default_factory=dict)
+    _cpu_plans: dict[tuple, tuple[int, int, dict]] = field(default_factory=dict)  # one timing per model and dataset
 
     def backbone(self, name: str, opts: FeatureOptions) -> LoadedBackbone:
         k = (name, opts.weights, opts.seed)
@@ -229,8 +230,12 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
     taps = [Tap(n, bb.resolve_layer(n).node, e) for n, e in todo.items()]
     threads, split_plan = torch.get_num_threads(), {}
     model_s = None
-    if o.workers is None and len(samples) >= 64 and runner.device.type == "cpu":
-        workers, plan_threads, split_plan = plan_cpu_split(runner, samples, jitter, max(1, o.batch_size // jitter.views) * jitter.views)
+    if o.workers is None and len(samples) * jitter.views >= PLAN_MIN_INPUTS and runner.device.type == "cpu":
+        key = (bb.name, bb.weights_id, ds.name, tuple(todo), precision, o.jitter, o.pool, o.batch_size, o.compile, threads)
+        if key not in c._cpu_plans:  # the dataset's other splits decode and run alike: timed once
+            plan = plan_cpu_split(runner, samples, jitter, max(1, o.batch_size // jitter.views) * jitter.views)
+            c._cpu_plans[key] = (plan[0], plan[1], {**plan[2], "timed_on": split} if plan[2] else {})
+        workers, plan_threads, split_plan = c._cpu_plans[key]
         torch.set_num_threads(plan_threads)
         if split_plan:
             core_ms = split_plan.get("model_core_ms_per_image_1_thread") if plan_threads == 1 else None
@@ -376,12 +381,12 @@ def _run_probe(bb, pre, samples, layers, o, fast):  # type: ignore[no-untyped-de
     """fp32 and the fast path on the same sample of images; figures per layer."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .features.extract import _ViewsDataset, default_workers, fidelity, join_views, passes, probe_sample
+    from .features.extract import _ViewsDataset, cores, fidelity, join_views, passes, probe_sample
     from .features.views import make_views
 
     fpre = fast_variant(pre, fast)
     none = JitterSpec.parse("none")
-    with ThreadPoolExecutor(max_workers=2 * default_workers()) as pool:  # Pillow decodes without the GIL
+    with ThreadPoolExecutor(max_workers=cores()) as pool:  # Pillow decodes without the GIL
         decoded = pool.map(_ViewsDataset(samples, pre, none).decode, probe_sample(len(samples)))
         imgs = [im for im in decoded if not isinstance(im, str)]
         if not imgs:

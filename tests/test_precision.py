@@ -122,18 +122,19 @@ def test_padded_batch_gives_same_rows() -> None:
 def test_cpu_split_balances_decode_and_model() -> None:
     from cnnbase.features.extract import split_for
 
-    # AlexNet-like: decode and model cost about the same → one core each, no oversubscription
+    # AlexNet on an AMX host: decode and model cost about the same → one core each (just above decoding in turns)
     assert split_for(2, 0.006, 0.006)[:2] == (1, 1)
-    # ResNet-50-like: the model costs 10x the decode → one worker decodes ahead of a model on every core
-    w, t, rate = split_for(2, 0.003, 0.038)
-    assert (w, t) == (1, 2) and rate == pytest.approx(extract_mod.SHARED_EFFICIENCY * 2 / 0.041)
-    # decode-heavy on 8 cores: 6 cores decode (600 img/s), 2 run the model (1000 img/s)
-    assert split_for(8, 0.010, 0.002) == (6, 2, pytest.approx(600 / extract_mod.OWN_SPLIT_MARGIN))
+    # ResNet-50-like: the model costs 10x the decode → decoding in this process, in turns with a model on every core
+    assert split_for(2, 0.003, 0.038) == (0, 2, pytest.approx(extract_mod.PHASED_EFFICIENCY * 2 / 0.041))
+    # decode-heavy on 8 cores: in turns (8 / 12 ms, 600 img/s at 0.9) beats 6 workers + 2 threads (600 / 1.1) ...
+    assert split_for(8, 0.010, 0.002) == (0, 8, pytest.approx(600))
+    # ... unless the split balances exactly: 6 workers decode 1000 img/s, 2 threads run the model at 1000
+    assert split_for(8, 0.006, 0.002) == (6, 2, pytest.approx(1000 / extract_mod.OWN_SPLIT_MARGIN))
     # a model cheaper per core on one thread (no synchronisation) tips a near-tie to one core each
-    assert split_for(2, 0.0039, 0.0092)[:2] == (1, 2)
+    assert split_for(2, 0.0039, 0.0092)[:2] == (0, 2)
     assert split_for(2, 0.0039, 0.0092, 0.0065)[:2] == (1, 1)
     # one core: nothing to split
-    assert split_for(1, 0.003, 0.01)[:2] == (1, 1)
+    assert split_for(1, 0.003, 0.01)[:2] == (0, 1)
 
 
 def test_cpu_plan_times_both_thread_counts_interleaved(random_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,18 +161,75 @@ def test_cpu_plan_times_both_thread_counts_interleaved(random_folder: Path, monk
     finally:
         torch.set_num_threads(before)
     assert seen == [2, 1, 2, 1, 2, 1]  # warm-ups on each count, then n, 1, n, 1
-    assert workers >= 1 and 1 <= threads <= 2
+    assert workers >= 0 and 1 <= threads <= 2
     assert plan["decode_ms_per_image"] > 0 and plan["model_core_ms_per_image"] > 0 and plan["model_core_ms_per_image_1_thread"] > 0
     assert plan["predicted_images_per_s"] > 0 and plan["model_compiled"] is False
 
 
+def test_cpu_plan_runs_on_long_runs_once_per_dataset(tmp_path: Path, texture_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --workers the CPU plan runs only where it can repay its timing, once for all splits of a dataset
+    (recorded with the split it was timed on); shorter runs decode in turns with the model (0 workers)."""
+    import cnnbase.runner as runner_mod
+
+    calls: list[int] = []
+    def plan(runner, samples, *args):  # type: ignore[no-untyped-def]
+        calls.append(len(samples))
+        return 1, 1, {"model_core_ms_per_image": 1.0}
+
+    monkeypatch.setattr(runner_mod, "plan_cpu_split", plan)
+    opts = replace(OPTS, workers=None, precision="fp32")
+    entries = extract("tiny_cnn", str(texture_set), opts=opts, ctx=_ctx(tmp_path / "short"))
+    assert calls == [] and {e.manifest()["run"]["workers"] for e in entries} == {0}
+    monkeypatch.setattr(runner_mod, "PLAN_MIN_INPUTS", 10)
+    entries = extract("tiny_cnn", str(texture_set), opts=opts, ctx=_ctx(tmp_path / "long"))
+    assert len(entries) == 2 and len(calls) == 1
+    runs = [e.manifest()["run"] for e in entries]
+    assert [(r["workers"], r["threads"]) for r in runs] == [(1, 1), (1, 1)]
+    assert [r["cpu_split"]["timed_on"] for r in runs] == ["train", "train"]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_worker_normalised_batches_equal_in_process_ones(tmp_path: Path, random_folder: Path, precision: str) -> None:
-    """Decode workers normalise the batch on the CPU; the stored features are bitwise those of a worker-less run."""
+    """A decode worker and the pool threads decoding in turns with the model (workers=0) both normalise the batch on
+    the CPU; the stored features are bitwise the same."""
     a_opts = replace(OPTS, precision=precision, workers=0)
     (a,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=a_opts, ctx=_ctx(tmp_path / "a"))
     (b,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=replace(a_opts, workers=1), ctx=_ctx(tmp_path / "b"))
     np.testing.assert_array_equal(np.load(a.path / "features.npy"), np.load(b.path / "features.npy"))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_phased_batches_are_the_dataloaders(tmp_path: Path, random_folder: Path, threads: int) -> None:
+    """Decoding in this process (pool threads, each batch cut into parts) yields a DataLoader's batches tensor for
+    tensor, bad images included, and the normalised batch equals the model's own normalisation of the uint8 one."""
+    import functools
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from cnnbase.backbones import load_backbone
+    from cnnbase.datasets import open_dataset
+    from cnnbase.features.extract import ModelRunner, ShardBatches, _collate, _ViewsDataset, phased_batches
+    from cnnbase.features.views import JitterSpec
+
+    bad = random_folder / "a" / "zz bad.jpg"
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_bytes(b"not a jpeg")
+    samples = open_dataset(str(random_folder)).samples("all")
+    bb = load_backbone("tiny_cnn", "random")
+    runner = ModelRunner(bb, {"fc6": bb.resolve_layer("fc6").node}, precision="bf16")
+    ds = _ViewsDataset(samples, bb.preprocess, JitterSpec.parse("razavian"))
+    norm = (bb.preprocess, torch.bfloat16, True)
+    sampler = ShardBatches([range(0, 5), range(5, len(samples))], 4)  # batches of 4, 1 (a shard's end), 4, ...
+    ref = list(DataLoader(ds, batch_sampler=sampler, num_workers=0, collate_fn=functools.partial(_collate, normalize=norm)))
+    got = list(phased_batches(ds, sampler, threads, norm))
+    raw = list(phased_batches(ds, sampler, threads))
+    assert len(got) == len(ref) == len(raw) and any(b for *_, b in got)
+    for (i1, g1, x1, b1), (i2, g2, x2, b2), (_, _, u, _) in zip(ref, got, raw):
+        assert (i1, g1, b1) == (i2, g2, b2)
+        assert x2.dtype == torch.bfloat16 and x2.is_contiguous(memory_format=torch.channels_last)
+        assert u.dtype == torch.uint8 and torch.equal(x1, x2)
+        assert np.array_equal(runner(u)["fc6"], runner(x2)["fc6"])
 
 
 @pytest.mark.parametrize("jitter", ["none", "razavian", "spatial:2"])

@@ -24,7 +24,6 @@ from ._options import (
     RootOpt,
     StoreOpt,
     WeightsOpt,
-    WorkersOpt,
 )
 
 transfer_app = typer.Typer(
@@ -35,6 +34,10 @@ transfer_app = typer.Typer(
 )
 app.add_typer(transfer_app, name="transfer")
 
+PatchWorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", help="Processes cutting and resizing patches alongside the model (default: half the cores, at least 1; 0: in this process)."),
+]
 CardOpt = Annotated[str, typer.Option("--card", help="Protocol card (name under tasks/ or a YAML path) giving the defaults.")]
 FrozenLayerOpt = Annotated[
     str | None, typer.Option("--layer", "-l", help="Last frozen layer (default: fc7 for AlexNet/VGG, else the pooled vector).")
@@ -138,7 +141,7 @@ def train_cmd(
     root: RootOpt = None,
     datasets: DatasetsOpt = None,
     batch_size: ExtractBatchOpt = 256,
-    workers: WorkersOpt = None,
+    workers: PatchWorkersOpt = None,
     device: DeviceOpt = "auto",
     compile: CompileOpt = None,
     on_bad_image: BadImageOpt = "fail",
@@ -210,7 +213,7 @@ def evaluate_cmd(
     root: RootOpt = None,
     datasets: DatasetsOpt = None,
     batch_size: ExtractBatchOpt = 256,
-    workers: WorkersOpt = None,
+    workers: PatchWorkersOpt = None,
     device: DeviceOpt = "auto",
     compile: CompileOpt = None,
     on_bad_image: BadImageOpt = "fail",

@@ -1,4 +1,5 @@
-"""The extraction engine: decode in worker processes, run one forward pass for every requested tap, write shards.
+"""The extraction engine: decode (taking turns with the model, or in worker processes), run one forward pass for every
+requested tap, write shards.
 
 Work is split into shards of ``shard_size`` samples. A shard is computed only if its file is missing or fails its
 checksum, so a killed run resumes where it stopped and ends with the same bytes as an uninterrupted one
@@ -235,10 +236,13 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-# Oversubscribed cores (torch threads on every core and a decode worker besides) lose time to descheduled threads at
-# every synchronisation: AlexNet bf16 on 2 cores streamed 113 img/s with 1 worker + 2 threads against 150 predicted
-# by n / (decode + model), and 152 with 1 worker + 1 thread on their own cores.
-SHARED_EFFICIENCY = 0.75
+# Decoding in this process between forward passes (:func:`phased_batches`) takes turns with the model: each runs on
+# every core, alone. AlexNet bf16 on 2 cores (host B) streamed at 1.0-1.08 times n / (decode + model) as the plan
+# times them, 1.2x a decode worker running alongside a 2-thread model (the worker deschedules a model thread, and the
+# other waits for it at every synchronisation: 0.75 of that rate); ResNet-50 as fast as with the worker (decoding is
+# 2-4% of its time). Measured on 2 cores only: on many cores the part of each decode that holds the GIL (the Python
+# around Pillow) may count for more, hence the margin below 1.
+PHASED_EFFICIENCY = 0.9
 # A split that gives the model its own cores is predicted from a short timing, which flatters one thread: ResNet-50
 # bf16 timed 45 core-ms per image on one thread over 8 images but streamed at 64 (15.6 img/s on 1 worker + 1 thread,
 # against 21.3 on 1 + 2). Such a split must be predicted this much faster to be chosen (AlexNet: 1.17-1.23x; ResNet-50
@@ -251,20 +255,17 @@ def split_for(n: int, decode_s: float, model_core_s: float, model_1thread_s: flo
 
     ``decode_s``: seconds one core spends decoding and preprocessing an image; ``model_core_s``: core-seconds the
     network spends on it on ``n`` threads; ``model_1thread_s``: the same on one thread (often less: no
-    synchronisation), used for the splits that give the model one thread. Candidates: every split of the cores
-    between workers and threads (each side on its own cores: the rate is the slower side's), and the model on every
-    core with workers decoding alongside (the two then share the cores: ``n / (decode + model)`` times
-    :data:`SHARED_EFFICIENCY`, and no more than the workers can decode). A split with the model on cores of its own must beat the others by :data:`OWN_SPLIT_MARGIN` (its rate
-    is reported divided by it). Ties go to fewer workers, then to no oversubscription.
+    synchronisation), used for the splits that give the model one thread. Candidates: no worker, decoding in this
+    process on every core in turns with the model (:func:`phased_batches`): ``n / (decode + model)`` times
+    :data:`PHASED_EFFICIENCY`; and every split of the cores between workers and threads, each side on its own cores:
+    the slower side's rate divided by :data:`OWN_SPLIT_MARGIN`. Ties go to fewer workers.
     """
     n = max(1, n)
-    best = (1, n, 0.0)
-    for w in range(1, n + 1):
+    best = (0, n, PHASED_EFFICIENCY * n / (decode_s + model_core_s))
+    for w in range(1, n):
         per_core = model_1thread_s if (n - w == 1 and model_1thread_s) else model_core_s
-        if w < n and (own := min(w / decode_s, (n - w) / per_core) / OWN_SPLIT_MARGIN) > best[2] * 1.0001:
+        if (own := min(w / decode_s, (n - w) / per_core) / OWN_SPLIT_MARGIN) > best[2] * 1.0001:
             best = (w, n - w, own)
-        if (shared := min(w / decode_s, SHARED_EFFICIENCY * n / (decode_s + model_core_s))) > best[2] * 1.0001:
-            best = (w, n, shared)
     return best
 
 
@@ -272,9 +273,9 @@ def plan_cpu_split(runner: ModelRunner, samples: Sequence[Sample], jitter: Jitte
     """(decode workers, torch threads) for this run on the CPU, from timing a few decodes and forward passes.
 
     Decoding and the model share the cores (:func:`split_for` chooses). Measured on 2 cores: where decoding costs
-    about as much as the bf16 model (AlexNet on an Intel AMX host) 1 worker + 1 thread,
-    each on its own core, runs best; where the model costs 5-27 times the decode (AlexNet on an AMD EPYC host, ResNet-50
-    on both), 1 worker decoding ahead of a 2-thread model (docs/SPEED.md).
+    about as much as the bf16 model (AlexNet on an Intel AMX host) 1 worker + 1 thread, each on its own core, ran
+    best of the worker splits; where the model costs 5-27 times the decode (AlexNet on an AMD EPYC host, ResNet-50 on
+    both), decoding in turns with a 2-thread model (docs/SPEED.md).
     """
     import time
 
@@ -324,9 +325,44 @@ def plan_cpu_split(runner: ModelRunner, samples: Sequence[Sample], jitter: Jitte
     }
 
 
-def default_workers() -> int:
-    """Decode workers sized to the cores: half of them, at least one (the model uses the rest)."""
-    return max(1, cores() // 2)
+# The CPU plan (:func:`plan_cpu_split`) costs 0.3 s (AlexNet) to 1.8 s (ResNet-50, compiled) on 2 cores, and no split
+# can beat decoding in turns with the model (the default without a plan) by much: neither exceeds
+# n / (decode + model) but for a model cheaper per core on fewer threads. Below this many network inputs (about 6 s of
+# AlexNet and 30 s of ResNet-50 on host B) the plan would not repay its cost.
+PLAN_MIN_INPUTS = 1000
+
+
+def default_workers(device: str = "cpu") -> int:
+    """Decode workers when no plan ran: none on the CPU (decoding takes turns with the model on every core, and a
+    short run pays no process start-up), half the cores on a GPU (decoding ahead of it)."""
+    return 0 if device == "cpu" else max(1, cores() // 2)
+
+
+def phased_batches(ds: _ViewsDataset, batches, threads: int, normalize=None):  # type: ignore[no-untyped-def]
+    """What a DataLoader over ``ds`` with ``batches`` yields, decoded in this process while the model waits.
+
+    Each batch is cut into ``threads`` contiguous parts; each part is decoded and collated (normalised, with
+    ``normalize``) by a pool thread (Pillow and torch release the GIL), and the parts are joined in order. The model
+    then runs on every core with nothing competing for them: no decode process descheduling its threads, and no
+    process start-up. The batches are those of the DataLoader, tensor for tensor (:func:`_collate` per part).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def part(idx: list[int]):  # type: ignore[no-untyped-def]
+        return _collate([ds[i] for i in idx], normalize)
+
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="cnnbase-decode") as pool:
+        for batch in batches:
+            k = max(1, min(threads, len(batch)))
+            cuts = [len(batch) * j // k for j in range(k + 1)]
+            parts = list(pool.map(part, [batch[a:b] for a, b in zip(cuts, cuts[1:])]))
+            xs = [x for _, _, x, _ in parts if x is not None]
+            yield (
+                [i for p in parts for i in p[0]],
+                [i for p in parts for i in p[1]],
+                (xs[0] if len(xs) == 1 else torch.cat(xs)) if xs else None,
+                [b for p in parts for b in p[3]],
+            )
 
 
 def run_extraction(
@@ -354,18 +390,22 @@ def run_extraction(
     ds = _ViewsDataset(samples, runner.preprocess, jitter)
     views = jitter.views
     per_batch = max(1, batch_size // views)  # batch_size counts network inputs: 16 jitter views are 16 inputs
-    loader = DataLoader(
-        ds,
-        batch_sampler=ShardBatches(pending, per_batch),
-        num_workers=workers,
-        # on the CPU the workers normalise too (they have cores to themselves); a GPU gets uint8 (4x less to copy)
-        collate_fn=functools.partial(_collate, normalize=(runner.preprocess, runner.dtype, runner.memory_format == torch.channels_last))
-        if workers > 0 and runner.device.type == "cpu"
-        else _collate,
-        persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
-        pin_memory=runner.device.type == "cuda",
-    )
+    # on the CPU the batch is normalised where it is decoded (a worker has cores to itself; in this process the pool
+    # threads do it); a GPU gets uint8 (4x less to copy)
+    norm = (runner.preprocess, runner.dtype, runner.memory_format == torch.channels_last) if runner.device.type == "cpu" else None
+    sampler = ShardBatches(pending, per_batch)
+    if workers > 0:
+        loader = DataLoader(
+            ds,
+            batch_sampler=sampler,
+            num_workers=workers,
+            collate_fn=functools.partial(_collate, normalize=norm),
+            persistent_workers=False,
+            prefetch_factor=4,
+            pin_memory=runner.device.type == "cuda",
+        )
+    else:
+        loader = phased_batches(ds, sampler, torch.get_num_threads(), norm)
     shard_iter = iter(pending)
     current = next(shard_iter)
     arrays = {t.name: np.full((len(current), views, runner.dims[t.name]), np.nan, np.float32) for t in taps}

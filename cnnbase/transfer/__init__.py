@@ -380,9 +380,10 @@ def train(
 
 
 def _workers(o: TransferOptions) -> int:
-    from ..features.extract import default_workers
+    """Patch-cutting processes: ``--workers``, else half the cores (at least one) running alongside the model."""
+    from ..features.extract import cores
 
-    return default_workers() if o.workers is None else o.workers
+    return max(1, cores() // 2) if o.workers is None else o.workers
 
 
 # -- evaluate ---------------------------------------------------------------------------------------------------
