@@ -3,9 +3,9 @@
 
 Prints images/s for
   (a) a plain loop: ImageFolder + standard transforms, DataLoader without workers, fp32 model, features stacked;
-  (b) cnnbase's extraction end to end (decode workers, store writes; model load excluded, measured separately);
+  (b) cnnbase's extraction end to end (building the model, probe, CPU plan, decoding, store writes);
   (c) the model alone on pre-loaded tensors, in cnnbase's precision/compile settings;
-  (d) decode + preprocess (normalisation included, as cnnbase's workers do it) alone, on all cores;
+  (d) decode + preprocess (normalisation included, as cnnbase's decoding does it) alone, on all cores;
 and the ratios b/a and b/L with L = 1 / (1/c + 1/d), the limit when decoding and the model share the cores.
 On a shared machine whose speed drifts, ``--rounds N`` alternates (a) and (b) N times (each (b) in a fresh store, so
 the probe and the CPU plan run every time; torch.compile's own disk cache may shorten later compiles) and prints each
@@ -94,7 +94,7 @@ def main() -> None:
 
     from cnnbase.backbones import load_backbone
     from cnnbase.datasets import open_dataset
-    from cnnbase.features.extract import ModelRunner, _ViewsDataset, default_workers
+    from cnnbase.features.extract import ModelRunner, _ViewsDataset
     from cnnbase.features.store import FeatureStore
     from cnnbase.features.views import JitterSpec
     from cnnbase.runner import Context, FeatureOptions, extract
@@ -116,7 +116,7 @@ def main() -> None:
     layer = args.layer or bb.spec.default_layer
     node = bb.resolve_layer(layer).node
     print(f"{len(samples)} images from {root}; {args.model} {layer} ({node}); random weights; "
-          f"{torch.get_num_threads()} threads, {default_workers()} decode worker(s)")
+          f"{torch.get_num_threads()} threads")
 
     plain_paths = [s.path for s in samples[: args.plain_limit]]
     opts = FeatureOptions(weights="random", precision=args.precision, batch_size=args.batch_size, on_bad_image="skip",
@@ -169,7 +169,7 @@ def main() -> None:
     ds_ = []
     for _ in range(max(1, args.repeats - 1)):
         t = time.perf_counter()
-        norm = partial(_collate, normalize=(pre, runner.dtype, True))  # what cnnbase's workers do
+        norm = partial(_collate, normalize=(pre, runner.dtype, True))  # what cnnbase's decoding does
         for _ in DataLoader(dset, batch_size=args.batch_size, num_workers=cores, collate_fn=norm):
             pass
         ds_.append(len(samples) / (time.perf_counter() - t))
