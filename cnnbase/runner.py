@@ -23,7 +23,16 @@ from .config import default_store
 from .datasets import ImageSet, dataset_config, open_dataset
 from .datasets.base import Sample, retrieval_from_labels
 from .errors import ConfigError, StoreError
-from .features.extract import PLAN_MIN_INPUTS, PRECISIONS, ModelRunner, Tap, default_workers, plan_cpu_split, run_extraction
+from .features.extract import (
+    PLAN_MIN_INPUTS,
+    PRECISIONS,
+    ModelRunner,
+    Tap,
+    default_workers,
+    plan_cpu_split,
+    resolve_device,
+    run_extraction,
+)
 from .features.store import Features, FeatureStore, StoreEntry, key_of
 from .features.views import JitterSpec
 
@@ -35,7 +44,8 @@ STORAGE_DTYPES = ("float32", "float16")
 class FeatureOptions:
     """Everything about feature extraction that changes the numbers, plus how to run it.
 
-    The first group enters the store key; ``batch_size``, ``workers``, ``shard_size`` and ``on_bad_image`` do not.
+    The first group enters the store key; ``batch_size``, ``workers``, ``shard_size``, ``on_bad_image``,
+    ``channels_last`` and ``device`` do not (fp32 is fp32 on either device: TF32 is off on CUDA).
     """
 
     weights: str | None = None
@@ -51,6 +61,7 @@ class FeatureOptions:
     shard_size: int = 1024
     on_bad_image: str = "fail"
     channels_last: bool = True
+    device: str = "auto"  # auto: CUDA when torch sees it, else the CPU
 
 
 @dataclass
@@ -165,6 +176,7 @@ def extract(
         raise ConfigError(f"unknown --dtype {o.dtype!r}; choose {', '.join(STORAGE_DTYPES)}")
     if o.on_bad_image not in ("fail", "skip"):
         raise ConfigError(f"unknown --on-bad-image {o.on_bad_image!r}; choose fail or skip")
+    device = resolve_device(o.device)
     ds = c.dataset(dataset)
     bb = c.backbone(model, o)
     names = _layer_list(layers, bb)
@@ -181,13 +193,13 @@ def extract(
         if not todo:
             continue
         jitter = JitterSpec.parse(o.jitter)
-        workers = default_workers() if o.workers is None else o.workers
+        workers = default_workers(device.split(":")[0]) if o.workers is None else o.workers
         with _locked(list(todo.values())):
             todo = {n: e for n, e in todo.items() if not e.complete}  # another process may have finished it
             for precision in sorted({precisions[n][0] for n in todo}):
                 group = {n: e for n, e in todo.items() if precisions[n][0] == precision}
                 if group:
-                    _extract_group(c, bb, bb_pre, ds, split, samples, group, precisions, o, jitter, workers, precision)
+                    _extract_group(c, bb, bb_pre, ds, split, samples, group, precisions, o, jitter, workers, precision, device)
     return entries
 
 
@@ -213,7 +225,7 @@ def _refuse_skipped(entries, samples) -> None:  # type: ignore[no-untyped-def]
         )
 
 
-def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitter, workers, precision):  # type: ignore[no-untyped-def]
+def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitter, workers, precision, device):  # type: ignore[no-untyped-def]
     """One forward pass per batch for every layer of ``todo`` (all at the same precision)."""
     runner = ModelRunner(
         _with_preprocess(bb, fast_variant(bb_pre, precision)),
@@ -222,6 +234,7 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
         pool=o.pool,
         channels_last=o.channels_last,
         compile=bool(o.compile),
+        device=device,
     )
     import torch
 
@@ -265,6 +278,7 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
         run = {
             "precision": precision,
             "requested_precision": o.precision,
+            "device": device,
             "probe": precisions[n][1],
             "compile": bool(runner.compiled),
             "region_resize": runner.preprocess.region_resize,
@@ -318,7 +332,8 @@ def resolve_precision(
         if o.precision not in PRECISIONS:
             raise ConfigError(f"unknown --precision {o.precision!r}; choose auto, {', '.join(PRECISIONS)}")
         return {n: (o.precision, None) for n in layers}
-    fast = fast_precision("cpu")
+    device = resolve_device(o.device)
+    fast = fast_precision(device)
     if fast == "fp32":
         return {n: ("fp32", {"verdict": "no native bf16 on this device"}) for n in layers}
     out: dict[str, tuple[str, dict[str, Any] | None]] = {}
@@ -331,7 +346,7 @@ def resolve_precision(
         else:
             pending.append(n)
     if pending:
-        figs = _run_probe(bb, bb.preprocess.override(o.preprocess), probe_samples(ds), pending, o, fast)
+        figs = _run_probe(bb, bb.preprocess.override(o.preprocess), probe_samples(ds), pending, o, fast, device)
         for n, fig in figs.items():
             from .features.store import atomic_write_bytes
 
@@ -377,7 +392,7 @@ def _probe_cache(c: Context, bb: LoadedBackbone, ds: ImageSet, layer: str, o: Fe
     return c.store.root / "_probes" / f"{bb.name}-{layer}-{key[:16]}.json"
 
 
-def _run_probe(bb, pre, samples, layers, o, fast):  # type: ignore[no-untyped-def]
+def _run_probe(bb, pre, samples, layers, o, fast, device="cpu"):  # type: ignore[no-untyped-def]
     """fp32 and the fast path on the same sample of images; figures per layer."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -401,8 +416,9 @@ def _run_probe(bb, pre, samples, layers, o, fast):  # type: ignore[no-untyped-de
     nodes = {n: bb.resolve_layer(n).node for n in layers}
     ref = {k: [] for k in layers}
     fst = {k: [] for k in layers}
-    r32 = ModelRunner(_with_preprocess(bb, pre), nodes, precision="fp32", pool=o.pool, channels_last=o.channels_last)
-    rf = ModelRunner(_with_preprocess(bb, fpre), nodes, precision=fast, pool=o.pool, channels_last=o.channels_last)
+    kw = {"pool": o.pool, "channels_last": o.channels_last, "device": device}
+    r32 = ModelRunner(_with_preprocess(bb, pre), nodes, precision="fp32", **kw)
+    rf = ModelRunner(_with_preprocess(bb, fpre), nodes, precision=fast, **kw)
     for start in range(0, len(x), o.batch_size):
         for store_, runner_, xs in ((ref, r32, x), (fst, rf, xf)):
             out = runner_(xs[start:start + o.batch_size])

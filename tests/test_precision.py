@@ -119,6 +119,26 @@ def test_padded_batch_gives_same_rows() -> None:
     np.testing.assert_allclose(r(x)["fc6"], r(x, pad_to=8)["fc6"], rtol=1e-5, atol=1e-6)
 
 
+def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from cnnbase.errors import ConfigError
+    from cnnbase.features.extract import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device(None) == resolve_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="sees no CUDA device.*--device cpu"):
+        resolve_device("cuda")
+    for bad in ("gpu", "cuda:x", "cuda:"):
+        with pytest.raises(ConfigError, match="choose auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+    with pytest.raises(ConfigError, match="2 CUDA device"):
+        resolve_device("cuda:2")
+
+
 def test_cpu_split_balances_decode_and_model() -> None:
     from cnnbase.features.extract import split_for
 
@@ -186,6 +206,7 @@ def test_cpu_plan_runs_on_long_runs_once_per_dataset(tmp_path: Path, texture_set
     runs = [e.manifest()["run"] for e in entries]
     assert [(r["workers"], r["threads"]) for r in runs] == [(1, 1), (1, 1)]
     assert [r["cpu_split"]["timed_on"] for r in runs] == ["train", "train"]
+    assert {r["device"] for r in runs} == {"cpu"}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

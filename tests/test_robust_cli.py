@@ -50,6 +50,15 @@ def test_missing_dataset_real_subprocess(tmp_path: Path) -> None:
     assert str(missing) in line and "neither a dataset" in line
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="torch sees a CUDA device here")
+def test_cuda_device_without_cuda(tmp_path: Path, images: Path) -> None:
+    rc, err = run(tmp_path, "nocuda", "extract", "tiny_cnn", str(images), *OPTS, "--store", str(tmp_path / "s"), "--device", "cuda")
+    assert rc == 1
+    line = one_line_error(err)
+    assert "--device cuda" in line and "no CUDA device" in line and "--device cpu" in line
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").rglob("*.npy"))  # refused before any work
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     rc, err = run(tmp_path, "debug", "--debug", "extract", "tiny_cnn", str(tmp_path / "nope"), *OPTS, "--store", str(tmp_path / "s"))
     assert rc != 0 and "Traceback" in err and "DatasetError" in err

@@ -51,6 +51,7 @@ PrecisionOpt = Annotated[
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Storage dtype of features: float32 or float16.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Network inputs per forward pass (an image with 16 jitter views counts 16).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Device for feature extraction: auto (CUDA when torch sees it, else the CPU), cpu, cuda or cuda:N (recorded in the manifest).")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Decoding processes running alongside the model; 0 decodes in this process, on every core, in turns with the model. Default on the CPU: planned from a short timing of decoding and the model for 1,000 network inputs or more (usually 0 on few cores), recorded in the manifest; 0 on smaller runs.")]
 CompileOpt = Annotated[
     bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model (default: only when the eager model would run a minute or more, where compiling repays its 5-25 s).")

@@ -11,6 +11,7 @@ from ._options import (
     BatchOpt,
     CompileOpt,
     DatasetsOpt,
+    DeviceOpt,
     PreprocessOpt,
     ProgressOpt,
     ResultsOpt,
@@ -40,6 +41,7 @@ def run(
     datasets: DatasetsOpt = None,
     batch_size: BatchOpt = 32,
     workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
     compile: CompileOpt = False,
     on_bad_image: BadImageOpt = "fail",
     seed: SeedOpt = 0,
@@ -70,7 +72,7 @@ def run(
     ctx = Context(progress=progress, results=results, datasets_file=datasets)
     if store is not None:
         ctx.store = FeatureStore(store)
-    opts = FeatureOptions(seed=seed, batch_size=batch_size, workers=workers, compile=compile, on_bad_image=on_bad_image)
+    opts = FeatureOptions(seed=seed, batch_size=batch_size, workers=workers, compile=compile, on_bad_image=on_bad_image, device=device)
     recs = run_card(
         crd,
         model,

@@ -130,6 +130,10 @@ class ModelRunner:
         if pool not in ("none", "avg", "max"):
             raise ConfigError(f"unknown pooling {pool!r}; choose none, avg or max")
         self.dtype, self.pool, self.device, self.preprocess = PRECISIONS[precision], pool, torch.device(device), bb.preprocess
+        if self.device.type == "cuda" and self.dtype == torch.float32:
+            # torch lets cuDNN convolutions run in TF32 (10-bit mantissa) by default: fp32 features must be fp32
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         gm = create_feature_extractor(bb.model, return_nodes={node: name for name, node in nodes.items()})
         if self.dtype != torch.float32 or self.device.type != "cpu":
             # the extractor shares its parameters with bb.model: cast a copy, never the caller's model
@@ -186,6 +190,22 @@ class ModelRunner:
                 y = y.float().amax(dim=(2, 3)) if self.pool == "max" else y.float().mean(dim=(2, 3))
             result[name] = y.reshape(y.shape[0], -1).float().cpu().numpy()
         return result
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto``/None → ``cuda`` when torch sees a CUDA device, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` as given,
+    checked (a one-line error names the fix)."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: torch sees no CUDA device here; use --device cpu (or auto)")
+        if device != "cuda" and int(device[5:]) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s), numbered from 0")
+        return device
+    raise ConfigError(f"unknown --device {device!r}; choose auto, cpu, cuda or cuda:N")
 
 
 def fast_precision(device: str = "cpu") -> str:

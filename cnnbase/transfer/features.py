@@ -37,7 +37,7 @@ from PIL import Image
 from ..backbones import LoadedBackbone
 from ..datasets.base import ImageSet, Sample
 from ..errors import BadImageError, CnnbaseError, ConfigError, StoreError
-from ..features.extract import join_views
+from ..features.extract import join_views, resolve_device
 from ..features.store import FeatureStore, StoreEntry, atomic_save_npy, file_sha256
 from .patches import GridSpec, patch_grid
 from .progress import ExtractProgress
@@ -211,14 +211,6 @@ def crop_patches(img: Image.Image, boxes: np.ndarray, size: int, resample: int =
 
 def _collate(items):  # type: ignore[no-untyped-def]
     return items
-
-
-def resolve_device(device: str | None) -> str:
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device is available; use --device cpu")
-    return device
 
 
 def extract_patch_features(
