@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--layer", default=None)
     ap.add_argument("--bn-mix", default="0,0.3,1", help="comma-separated batch-norm calibration mixes (see above)")
+    ap.add_argument("--compiled", action="store_true",
+                    help="also the compiled bf16 model (what a long run uses; the probe itself runs the eager one)")
     ap.add_argument("--train-per-class", type=int, default=60, help="generated set: train images per class")
     ap.add_argument("--test-per-class", type=int, default=140,
                     help="generated set: test images per class (one test image is 100/(9 × this) accuracy points: "
@@ -147,7 +149,8 @@ def main() -> None:
     probe_idx = probe_sample(len(x[test]))
     print(f"{args.model} {layer}, random weights; {len(x['train'])} train / {len(x[test])} test images from {root}")
     print(f"probe: {len(probe_idx)} evenly spread test images (as `--precision auto` picks them); thresholds {PROBE_THRESHOLDS}")
-    head = (f"{'bn mix':>6} | {'probe: min cos':>14} {'rel err':>8} {'10-NN':>6} {'top-1':>6} {'verdict':>7} | "
+    fast = ["bf16"] + (["bf16-compiled"] if args.compiled else [])
+    head = (f"{'bn mix':>6} {'path':>13} | {'probe: min cos':>14} {'rel err':>8} {'10-NN':>6} {'top-1':>6} {'verdict':>7} | "
             f"{'all: 10-NN':>10} {'top-1':>6} | {'SVM acc fp32':>12} {'Δ':>6} | {'SVM mAP fp32':>12} {'Δ':>6} | "
             f"{'ret mAP fp32':>12} {'Δ':>6}")
     print(head)
@@ -157,30 +160,32 @@ def main() -> None:
             mix_bn(bb.model, stats, a)
         feats = {}
         t = time.perf_counter()
-        for prec in ("fp32", "bf16"):
+        for prec in ["fp32", *fast]:
             cache = Path(tempfile.gettempdir()) / "cnnbase-bench-precision-cache" / f"{args.model}-{layer}-{root.name}-{a}-{prec}.npz"
             if cache.is_file() and not args.images:
                 feats[prec] = dict(np.load(cache))
                 continue
-            r = ModelRunner(bb, {layer: node}, precision=prec)
-            feats[prec] = {sp: np.concatenate([r(v[s:s + 32])[layer] for s in range(0, len(v), 32)]) for sp, v in x.items()}
+            r = ModelRunner(bb, {layer: node}, precision=prec.split("-")[0], compile=prec.endswith("-compiled"))
+            pad = 32 if r.compiled else None  # as the pipeline does: one compiled shape
+            feats[prec] = {sp: np.concatenate([r(v[s:s + 32], pad_to=pad)[layer] for s in range(0, len(v), 32)]) for sp, v in x.items()}
             if not args.images:
                 cache.parent.mkdir(exist_ok=True)
                 np.savez(cache, **feats[prec])
-        probe = fidelity(feats["fp32"][test][probe_idx], feats["bf16"][test][probe_idx])
-        full = fidelity(feats["fp32"][test], feats["bf16"][test])
         s32 = scores(feats["fp32"]["train"], y["train"], feats["fp32"][test], y[test])
-        s16 = scores(feats["bf16"]["train"], y["train"], feats["bf16"][test], y[test])
-        d = [b - a_ for a_, b in zip(s32[:3], s16[:3])]
-        changed = s32[3].argmax(1) != s16[3].argmax(1)
-        top2 = np.sort(s32[3], 1)[:, -2:]
-        margin = top2[:, 1] - top2[:, 0]  # fp32 score gap between the two best classes
-        flips = (f"{int(changed.sum())} decisions changed (fp32 margin ≤ {margin[changed].max():.4f}; median margin "
-                 f"{np.median(margin):.4f})" if changed.any() else "no decision changed")
-        print(f"{a:6.2f} | {probe['min_cosine']:14.5f} {100 * probe['median_rel_error']:7.2f}% {probe['knn10_overlap']:6.3f} "
-              f"{probe['top1_agreement']:6.3f} {'pass' if passes(probe) else 'fail':>7} | {full['knn10_overlap']:10.3f} "
-              f"{full['top1_agreement']:6.3f} | {s32[0]:12.2f} {d[0]:+6.2f} | {s32[1]:12.2f} {d[1]:+6.2f} | "
-              f"{s32[2]:12.2f} {d[2]:+6.2f}   ({time.perf_counter() - t:.0f} s)\n{'':9}SVM: {flips}", flush=True)
+        for prec in fast:
+            probe = fidelity(feats["fp32"][test][probe_idx], feats[prec][test][probe_idx])
+            full = fidelity(feats["fp32"][test], feats[prec][test])
+            s16 = scores(feats[prec]["train"], y["train"], feats[prec][test], y[test])
+            d = [b - a_ for a_, b in zip(s32[:3], s16[:3])]
+            changed = s32[3].argmax(1) != s16[3].argmax(1)
+            top2 = np.sort(s32[3], 1)[:, -2:]
+            margin = top2[:, 1] - top2[:, 0]  # fp32 score gap between the two best classes
+            flips = (f"{int(changed.sum())} decisions changed (fp32 margin ≤ {margin[changed].max():.4f}; median margin "
+                     f"{np.median(margin):.4f})" if changed.any() else "no decision changed")
+            print(f"{a:6.2f} {prec:>13} | {probe['min_cosine']:14.5f} {100 * probe['median_rel_error']:7.2f}% {probe['knn10_overlap']:6.3f} "
+                  f"{probe['top1_agreement']:6.3f} {'pass' if passes(probe) else 'fail':>7} | {full['knn10_overlap']:10.3f} "
+                  f"{full['top1_agreement']:6.3f} | {s32[0]:12.2f} {d[0]:+6.2f} | {s32[1]:12.2f} {d[1]:+6.2f} | "
+                  f"{s32[2]:12.2f} {d[2]:+6.2f}   ({time.perf_counter() - t:.0f} s)\n{'':23}SVM: {flips}", flush=True)
     print("target: |Δ| ≤ 0.2 points wherever the probe passes")
 
 

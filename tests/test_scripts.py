@@ -43,6 +43,6 @@ def test_bench_extract_with_a_forced_precision_has_no_probe(tmp_path: Path) -> N
 def test_bench_precision_prints_probe_and_score_changes(tmp_path: Path) -> None:
     out = _run(tmp_path, "bench_precision.py", "--model", "tiny_cnn", "--train-per-class", "3", "--test-per-class", "4")
     assert "27 train / 36 test images" in out
-    row = re.search(r"^ +0\.00 \| +([\d.]+) +[\d.]+% +[\d.]+ +[\d.]+ +(pass|fail) \|", out, re.M)
+    row = re.search(r"^ +0\.00 +bf16 \| +([\d.]+) +[\d.]+% +[\d.]+ +[\d.]+ +(pass|fail) \|", out, re.M)
     assert row and 0.9 < float(row.group(1)) <= 1.0, out
     assert "target: |Δ| ≤ 0.2 points wherever the probe passes" in out
