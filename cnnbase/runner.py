@@ -255,6 +255,9 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
             model_s = (core_ms or split_plan["model_core_ms_per_image"]) / 1000 / plan_threads / jitter.views  # wall s per input
     if not runner.compiled and resolve_compile(o, len(samples) * jitter.views, model_s):
         runner.enable_compile()
+    compiled_probe = None
+    if runner.compiled and precision != "fp32":
+        compiled_probe = _probe_compiled(c, bb, ds, runner, list(todo), precisions, o, max(1, o.batch_size // jitter.views) * jitter.views)
     try:
         with _progress(c.progress, f"{bb.name} {','.join(todo)} · {ds.name}/{split} · {precision}", len(samples)) as prog:
             run_extraction(
@@ -281,6 +284,7 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
             "device": device,
             "probe": precisions[n][1],
             "compile": bool(runner.compiled),
+            "compiled_probe": None if compiled_probe is None else compiled_probe[n],
             "region_resize": runner.preprocess.region_resize,
             "threads": used_threads,
             "workers": workers,
@@ -340,18 +344,25 @@ def resolve_precision(
     paths = {n: _probe_cache(c, bb, ds, n, o, fast) for n in layers}
     pending = []
     for n in layers:
-        if paths[n].is_file():
-            fig = json.loads(paths[n].read_text())
+        fig = json.loads(paths[n].read_text()) if paths[n].is_file() else None
+        if fig is not None and ("images" not in fig or _probe_ref(paths[n]).is_file()):  # figures without images: none readable
             out[n] = (fig["chosen"], fig)
         else:
             pending.append(n)
     if pending:
-        figs = _run_probe(bb, bb.preprocess.override(o.preprocess), probe_samples(ds), pending, o, fast, device)
+        refs: dict[str, np.ndarray] = {}
+        figs = _run_probe(bb, bb.preprocess.override(o.preprocess), probe_samples(ds), pending, o, fast, device, refs)
         for n, fig in figs.items():
+            import io
+
             from .features.store import atomic_write_bytes
 
             fig["splits"] = default_splits(ds)  # what the sample was drawn from
             paths[n].parent.mkdir(parents=True, exist_ok=True)
+            if n in refs:  # kept for the compiled model's check (:func:`_probe_compiled`)
+                buf = io.BytesIO()
+                np.save(buf, refs[n], allow_pickle=False)
+                atomic_write_bytes(_probe_ref(paths[n]), buf.getvalue())
             atomic_write_bytes(paths[n], json.dumps(fig, indent=1).encode())
             out[n] = (fig["chosen"], fig)
             if fig["chosen"] != fast:
@@ -392,27 +403,84 @@ def _probe_cache(c: Context, bb: LoadedBackbone, ds: ImageSet, layer: str, o: Fe
     return c.store.root / "_probes" / f"{bb.name}-{layer}-{key[:16]}.json"
 
 
-def _run_probe(bb, pre, samples, layers, o, fast, device="cpu"):  # type: ignore[no-untyped-def]
-    """fp32 and the fast path on the same sample of images; figures per layer."""
+def _probe_compiled(c, bb, ds, runner, layers, precisions, o, batch):  # type: ignore[no-untyped-def]
+    """The compiled model against the fp32 features the precision probe kept, on the same images, before the run.
+
+    Compiling (with weight freezing) folds each batch norm into its convolution's low-precision weights, so the run's
+    numbers are not those of the eager model the probe passed (docs/PRECISION.md: up to a seventh more relative error
+    on ResNet-50). Below :data:`PROBE_THRESHOLDS` the run goes on with the eager model, said in one line. Fed at the
+    run's batch shape, this is also the compile's warm-up. Figures per layer; None where no probe ran (a precision
+    given with ``--precision``, or no readable image).
+    """
+    from .features.extract import PROBE_THRESHOLDS, fidelity, passes
+
+    fast = precisions[layers[0]][0]
+    paths = {n: _probe_ref(_probe_cache(c, bb, ds, n, o, fast)) for n in layers}
+    if not all(precisions[n][1] and "images" in precisions[n][1] and paths[n].is_file() for n in layers):
+        return None
+    batches = _probe_inputs(probe_samples(ds), [runner.preprocess])
+    if batches is None:
+        return None
+    (x,) = batches
+    got: dict[str, list] = {n: [] for n in layers}
+    for start in range(0, len(x), batch):
+        out = runner(x[start:start + batch], pad_to=batch)
+        for n in layers:
+            got[n].append(out[n])
+    figs = {}
+    for n in layers:
+        figs[n] = fidelity(np.load(paths[n], allow_pickle=False), np.concatenate(got[n]))
+        figs[n]["verdict"] = "pass" if passes(figs[n]) else "fail"
+    if runner.compiled and any(f["verdict"] == "fail" for f in figs.values()):
+        from .cli._console import err_console
+
+        worst = min(figs.values(), key=lambda f: f["min_cosine"])
+        err_console.print(
+            f"[yellow]compile[/]: the compiled {fast} {bb.name} differs from fp32 on this run's images (min cosine "
+            f"{worst['min_cosine']:.4f}, 10-NN overlap {worst['knn10_overlap']:.2f}, top-1 kept {worst['top1_agreement']:.2f}; "
+            f"need {PROBE_THRESHOLDS}); running it uncompiled"
+        )
+        runner.disable_compile()
+    return figs
+
+
+def _probe_ref(path: Path) -> Path:
+    """Where a probe (``_probes/*.json``) keeps the fp32 features of its images."""
+    return path.with_suffix(".fp32.npy")
+
+
+def _probe_inputs(samples, pres):  # type: ignore[no-untyped-def]
+    """The probe's images (:func:`probe_sample` of ``samples``), each decoded once, as one uint8 batch per
+    preprocessing of ``pres`` (the same pixels); None when none is readable."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .features.extract import _ViewsDataset, cores, fidelity, join_views, passes, probe_sample
+    from .features.extract import _ViewsDataset, cores, join_views, probe_sample
     from .features.views import make_views
 
-    fpre = fast_variant(pre, fast)
     none = JitterSpec.parse("none")
     with ThreadPoolExecutor(max_workers=cores()) as pool:  # Pillow decodes without the GIL
-        decoded = pool.map(_ViewsDataset(samples, pre, none).decode, probe_sample(len(samples)))
+        decoded = pool.map(_ViewsDataset(samples, pres[0], none).decode, probe_sample(len(samples)))
         imgs = [im for im in decoded if not isinstance(im, str)]
         if not imgs:
-            return {n: {"verdict": "no readable image to probe", "chosen": "fp32"} for n in layers}
+            return None
+        out: dict[Preprocess, Any] = {}
+        for p in pres:
+            if p not in out:
+                out[p] = join_views(list(pool.map(lambda im: make_views(im, p, none), imgs)))
+        return [out[p] for p in pres]
 
-        def inputs(p: Preprocess):  # type: ignore[no-untyped-def]
-            return join_views(list(pool.map(lambda im: make_views(im, p, none), imgs)))
 
-        # each image decoded once; the fast path's own preprocessing (when it has one) applied to the same pixels
-        x = inputs(pre)
-        xf = x if fpre == pre else inputs(fpre)
+def _run_probe(bb, pre, samples, layers, o, fast, device="cpu", refs=None):  # type: ignore[no-untyped-def]
+    """fp32 and the fast path on the same sample of images; figures per layer (and, into ``refs``, the fp32
+    features)."""
+    from .features.extract import fidelity, passes
+
+    fpre = fast_variant(pre, fast)
+    # each image decoded once; the fast path's own preprocessing (when it has one) applied to the same pixels
+    batches = _probe_inputs(samples, [pre, fpre])
+    if batches is None:
+        return {n: {"verdict": "no readable image to probe", "chosen": "fp32"} for n in layers}
+    x, xf = batches
     nodes = {n: bb.resolve_layer(n).node for n in layers}
     ref = {k: [] for k in layers}
     fst = {k: [] for k in layers}
@@ -426,6 +494,8 @@ def _run_probe(bb, pre, samples, layers, o, fast, device="cpu"):  # type: ignore
                 store_[k].append(out[k])
     figs = {}
     for n in layers:
+        if refs is not None:
+            refs[n] = np.concatenate(ref[n])
         fig = fidelity(np.concatenate(ref[n]), np.concatenate(fst[n]))
         ok = passes(fig)
         fig.update(candidate=fast, chosen=fast if ok else "fp32", verdict="pass" if ok else "fail")

@@ -316,6 +316,40 @@ def test_fast_path_resizes_the_region_and_keys_it(tmp_path: Path, random_folder:
 
 
 @pytest.mark.skipif(extract_mod.fast_precision() == "fp32", reason="no native bf16 on this CPU")
+@pytest.mark.parametrize("faithful", [True, False])
+def test_compiled_model_is_probed_before_the_run(
+    tmp_path: Path, texture_set: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, faithful: bool
+) -> None:
+    """A compiled model is checked against the probe's kept fp32 features before the run; one that is not faithful
+    (here: a stand-in whose features belong to other images) is dropped for the eager model, said in one line."""
+    import cnnbase.runner as runner_mod
+    from cnnbase.features.extract import ModelRunner
+
+    def fake_compile(self):  # type: ignore[no-untyped-def]
+        eager = self._eager
+        self.model = eager if faithful else (lambda x: {k: v.roll(1, 0) for k, v in eager(x).items()})
+        self.compiled = True
+
+    monkeypatch.setattr(ModelRunner, "enable_compile", fake_compile)
+    ctx = _ctx(tmp_path / "c")
+    extract("tiny_cnn", str(texture_set), splits=["train"], opts=OPTS, ctx=ctx)  # the probe, and its fp32 features
+    (plain,) = extract("tiny_cnn", str(texture_set), splits=["test"], opts=OPTS, ctx=ctx)
+    if plain.manifest()["run"]["precision"] != "bf16":
+        pytest.skip("the bf16 probe did not pass for tiny_cnn on this CPU")
+    assert len(list((ctx.store.root / "_probes").glob("*.fp32.npy"))) == 1
+    (e,) = extract("tiny_cnn", str(texture_set), splits=["test"], opts=replace(OPTS, compile=True), ctx=_ctx(tmp_path / "c2"))
+    run = e.manifest()["run"]
+    fig = run["compiled_probe"]
+    assert fig["images"] == run["probe"]["images"] and fig["verdict"] == ("pass" if faithful else "fail")
+    assert run["compile"] is faithful
+    err = capsys.readouterr().err
+    assert ("running it uncompiled" in err) is not faithful
+    np.testing.assert_array_equal(np.load(e.path / "features.npy"), np.load(plain.path / "features.npy"))
+    monkeypatch.setattr(runner_mod, "_probe_compiled", lambda *a: pytest.fail("no compiled model: nothing to check"))
+    extract("tiny_cnn", str(texture_set), splits=["test"], opts=replace(OPTS, compile=False), ctx=_ctx(tmp_path / "c3"))
+
+
+@pytest.mark.skipif(extract_mod.fast_precision() == "fp32", reason="no native bf16 on this CPU")
 def test_probe_without_a_readable_image_keeps_fp32(tmp_path: Path) -> None:
     from cnnbase.runner import _run_probe, load_backbone
 

@@ -158,6 +158,10 @@ class ModelRunner:
         inductor_config.freezing = True  # weights as constants: what made compiled CPU inference fast (PERF.md)
         self.model, self.compiled = torch.compile(self._eager, dynamic=False), True
 
+    def disable_compile(self) -> None:
+        """Back to the eager model (the one the precision probe checked)."""
+        self.model, self.compiled = self._eager, False
+
     @torch.inference_mode()
     def _probe_dims(self, gm: torch.nn.Module, size: int) -> dict[str, int]:
         x = torch.zeros(1, 3, size, size, dtype=self.dtype, device=self.device).contiguous(memory_format=self.memory_format)
@@ -181,7 +185,7 @@ class ModelRunner:
             from ..cli._console import err_console
 
             err_console.print(f"[yellow]compile failed[/] ({type(exc).__name__}); continuing without --compile")
-            self.model, self.compiled = self._eager, False
+            self.disable_compile()
             out = self.model(x)
         result = {}
         for name, y in out.items():
