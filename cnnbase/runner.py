@@ -257,7 +257,8 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
         runner.enable_compile()
     compiled_probe = None
     if runner.compiled and precision != "fp32":
-        compiled_probe = _probe_compiled(c, bb, ds, runner, list(todo), precisions, o, max(1, o.batch_size // jitter.views) * jitter.views)
+        batch = max(1, o.batch_size // jitter.views) * jitter.views  # the run's batch shape, padded to as it runs
+        compiled_probe = _probe_compiled(c, bb, ds, runner, list(todo), precisions, o, batch)
     try:
         with _progress(c.progress, f"{bb.name} {','.join(todo)} · {ds.name}/{split} · {precision}", len(samples)) as prog:
             run_extraction(
@@ -345,7 +346,8 @@ def resolve_precision(
     pending = []
     for n in layers:
         fig = json.loads(paths[n].read_text()) if paths[n].is_file() else None
-        if fig is not None and ("images" not in fig or _probe_ref(paths[n]).is_file()):  # figures without images: none readable
+        # a verdict is complete with its fp32 features (none are kept where no image was readable: no "images")
+        if fig is not None and ("images" not in fig or _probe_ref(paths[n]).is_file()):
             out[n] = (fig["chosen"], fig)
         else:
             pending.append(n)

@@ -139,6 +139,30 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_device("cuda:2")
 
 
+def test_model_gets_ordinary_tensors_whichever_path_prepared_them() -> None:
+    """A compiled model guards on inference vs ordinary tensors: every input path must hand it the same kind, or
+    the first real batch after the (uint8) warm-up compiles the model again."""
+    import torch
+
+    from cnnbase.backbones import load_backbone
+    from cnnbase.features.extract import ModelRunner
+    from cnnbase.features.views import normalize_batch
+
+    bb = load_backbone("tiny_cnn", "random")
+    r = ModelRunner(bb, {"fc6": bb.resolve_layer("fc6").node}, precision="bf16")
+    seen: list[bool] = []
+    eager = r.model
+    r.model = lambda x: seen.append(x.is_inference()) or eager(x)
+    u8 = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    normed = normalize_batch(u8, bb.preprocess, torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        u8_inf = u8.clone()
+    outs = [r(u8), r(normed), r(u8_inf), r(u8, pad_to=8), r(normed, pad_to=8)]
+    assert seen == [False] * 5
+    for o in outs[1:3]:  # the same numbers whichever way the batch came
+        np.testing.assert_array_equal(o["fc6"], outs[0]["fc6"])
+
+
 def test_cpu_split_balances_decode_and_model() -> None:
     from cnnbase.features.extract import split_for
 

@@ -171,12 +171,18 @@ class ModelRunner:
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, *, pad_to: int | None = None) -> dict[str, np.ndarray]:
         n = x.shape[0]
-        if pad_to and n < pad_to:  # a compiled model would recompile for a smaller last batch: pad it
-            x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:]))])
-        x = x.to(self.device, non_blocking=True)
-        if x.dtype == torch.uint8:  # else already normalised (by a decode worker, see _collate)
-            x = normalize_batch(x, self.preprocess, self.dtype)
-        x = x.to(self.dtype).contiguous(memory_format=self.memory_format)
+        # The model always gets an ordinary tensor, never an inference tensor, whichever path prepared the batch (the
+        # decode threads' normalised ones are ordinary, this method's own would not be): a compiled model guards on
+        # the difference and would compile a second time.
+        with torch.inference_mode(False):
+            if x.is_inference():
+                x = x.clone()
+            if pad_to and n < pad_to:  # a compiled model would recompile for a smaller last batch: pad it
+                x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:]))])
+            x = x.to(self.device, non_blocking=True)
+            if x.dtype == torch.uint8:  # else already normalised where it was decoded (see _collate)
+                x = normalize_batch(x, self.preprocess, self.dtype)
+            x = x.to(self.dtype).contiguous(memory_format=self.memory_format)
         try:
             out = self.model(x)
         except Exception as exc:  # torch.compile needs a working C++ toolchain; eager gives the same numbers
@@ -330,7 +336,8 @@ def plan_cpu_split(runner: ModelRunner, samples: Sequence[Sample], jitter: Jitte
         finally:
             torch.set_num_threads(before)
 
-    counts = [torch.get_num_threads()] + ([1] if n >= 2 and torch.get_num_threads() > 1 else [])
+    # a compiled model compiles again for another thread count: timed on the run's count only
+    counts = [torch.get_num_threads()] + ([1] if n >= 2 and torch.get_num_threads() > 1 and not runner.compiled else [])
     if len(counts) > 1:
         seconds(1)  # a new thread count builds new kernels on its first call: keep that out of the timing
     best = dict.fromkeys(counts, float("inf"))
