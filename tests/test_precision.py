@@ -93,6 +93,28 @@ def test_bf16_run_leaves_the_callers_model_in_fp32(tmp_path: Path, random_folder
     assert all(p.dtype == torch.float32 for p in bb.model.parameters())
 
 
+@pytest.mark.parametrize("model", ["tiny_cnn", "resnet18"])
+def test_low_precision_runner_holds_a_cast_copy(model: str) -> None:
+    """Each floating parameter and buffer is copied straight into bf16 (the cast values, in memory of its own, still
+    a Parameter where it was one); integer buffers are copied as they are."""
+    import torch
+
+    from cnnbase.backbones import load_backbone
+    from cnnbase.features.extract import ModelRunner
+
+    bb = load_backbone(model, "random")
+    r = ModelRunner(bb, {"f": bb.resolve_layer(bb.spec.default_layer).node}, precision="bf16")
+    src = {**dict(bb.model.named_parameters()), **dict(bb.model.named_buffers())}
+    got = [*r._eager.named_parameters(), *r._eager.named_buffers()]
+    assert got
+    for name, t in got:
+        ref = src[name]
+        assert t.data_ptr() != ref.data_ptr() and isinstance(t, torch.nn.Parameter) == isinstance(ref, torch.nn.Parameter)
+        assert torch.equal(t, ref.to(torch.bfloat16) if ref.is_floating_point() else ref), name
+        assert t.dtype == (torch.bfloat16 if ref.is_floating_point() else ref.dtype)
+    assert all(p.dtype == torch.float32 for p in bb.model.parameters())
+
+
 def test_compile_only_for_long_runs() -> None:
     assert resolve_compile(FeatureOptions(), 100) is False
     assert resolve_compile(FeatureOptions(), 5000) is True

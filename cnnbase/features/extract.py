@@ -136,8 +136,14 @@ class ModelRunner:
             torch.backends.cuda.matmul.allow_tf32 = False
         gm = create_feature_extractor(bb.model, return_nodes={node: name for name, node in nodes.items()})
         if self.dtype != torch.float32 or self.device.type != "cpu":
-            # the extractor shares its parameters with bb.model: cast a copy, never the caller's model
-            gm = copy.deepcopy(gm)
+            # the extractor shares its parameters with bb.model: cast a copy, never the caller's model; each floating
+            # tensor is copied straight into the target dtype and device (not copied in fp32 first, then cast)
+            memo: dict[int, object] = {}
+            for t in (*gm.parameters(), *gm.buffers()):
+                if t.is_floating_point() and id(t) not in memo:
+                    c = t.detach().to(self.device, self.dtype, copy=True)
+                    memo[id(t)] = torch.nn.Parameter(c, requires_grad=t.requires_grad) if isinstance(t, torch.nn.Parameter) else c
+            gm = copy.deepcopy(gm, memo)
         gm.eval()  # create_feature_extractor and deepcopy can return modules in training mode (PERF.md)
         gm = gm.to(self.device)
         if self.dtype != torch.float32:
