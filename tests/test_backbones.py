@@ -80,6 +80,90 @@ def test_checkpoint_roundtrip_gives_same_features(tmp_path: Path) -> None:
         assert torch.equal(bb.model(x), loaded.model(x))
 
 
+def test_checkpoint_in_fp16_loads_into_the_fp32_model(tmp_path: Path) -> None:
+    bb = load_backbone("tiny_cnn", "random", seed=3)
+    ckpt = tmp_path / "half.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in bb.model.state_dict().items()}, ckpt)
+    loaded = load_backbone("tiny_cnn", ckpt)
+    for k, v in loaded.model.state_dict().items():
+        ref = bb.model.state_dict()[k]
+        assert v.dtype == ref.dtype and not v.is_meta
+        assert torch.equal(v, ref.half().to(ref.dtype) if ref.is_floating_point() else ref), k
+
+
+def test_build_loaded_skips_the_random_init_and_falls_back_where_it_must() -> None:
+    from cnnbase.backbones import build_loaded
+
+    class WithScratch(torch.nn.Module):  # a non-persistent buffer: not in any state_dict
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 2)
+            self.register_buffer("scale", torch.full((2,), 2.0), persistent=False)
+
+    class Computes(torch.nn.Module):  # reads a value at build time: impossible on the meta device
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 2)
+            self.bound = float(self.fc.weight.detach().abs().max())
+
+    calls = []
+
+    def counted(cls):  # type: ignore[no-untyped-def]
+        def build():  # type: ignore[no-untyped-def]
+            m = cls()
+            calls.append(m.fc.weight.is_meta)
+            return m
+        return build
+
+    state = {"fc.weight": torch.arange(6.0).reshape(2, 3), "fc.bias": torch.ones(2)}
+    # builds tried: on the meta device (True) and, where that cannot work, for real (False)
+    for cls, tries in ((_fc_only, [True]), (WithScratch, [True, False]), (Computes, [False])):
+        calls.clear()
+        model, result = build_loaded(counted(cls), state)
+        assert calls == tries
+        assert not result.missing_keys and not result.unexpected_keys
+        assert torch.equal(model.fc.weight, state["fc.weight"]) and torch.equal(model.fc.bias, state["fc.bias"])
+        assert not any(t.is_meta for t in (*model.parameters(), *model.buffers()))
+    assert torch.equal(WithScratch().scale, build_loaded(WithScratch, state)[0].scale)
+
+
+def _fc_only() -> torch.nn.Module:
+    m = torch.nn.Module()
+    m.fc = torch.nn.Linear(3, 2)
+    return m
+
+
+def test_checkpoint_with_a_wrong_shape_is_refused(tmp_path: Path) -> None:
+    state = load_backbone("tiny_cnn", "random").model.state_dict()
+    k = next(k for k, v in state.items() if v.ndim == 4)
+    state[k] = torch.zeros(1, *state[k].shape[1:])
+    p = tmp_path / "shape.pth"
+    torch.save(state, p)
+    with pytest.raises(WeightsError, match="does not match the architecture"):
+        load_backbone("tiny_cnn", p)
+
+
+def test_torchvision_weights_load_from_torchs_cache() -> None:
+    """The weights API path, offline: a state_dict where torch's cache keeps IMAGENET1K_V1 (TORCH_HOME is the test's
+    own) is loaded, with the weights' preprocessing; one that does not fit says how to fix it."""
+    from torchvision.models import AlexNet_Weights
+
+    from cnnbase.backbones import weights_cache_path
+
+    src = load_backbone("alexnet", "random", seed=5)
+    path = weights_cache_path(AlexNet_Weights.IMAGENET1K_V1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(src.model.state_dict(), path)
+    bb = load_backbone("alexnet", allow_download=False)
+    assert bb.weights_id == "torchvision:AlexNet_Weights.IMAGENET1K_V1" and bb.preprocess.crop == 224
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        assert torch.equal(bb.model(x), src.model(x))
+    torch.save({k: v for k, v in src.model.state_dict().items() if not k.startswith("classifier.6")}, path)
+    with pytest.raises(WeightsError, match="do not fit alexnet.*delete"):
+        load_backbone("alexnet", allow_download=False)
+
+
 def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
     class Evil:
         def __reduce__(self):  # type: ignore[no-untyped-def]
