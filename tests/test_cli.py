@@ -72,3 +72,15 @@ def test_bad_option_value(random_folder: Path, tmp_path: Path) -> None:
 def test_every_command_has_teaching_help(cmd: str) -> None:
     r = invoke(cmd, "--help")
     assert r.exit_code == 0 and ("Example" in r.stdout or "demo" == cmd)
+
+
+def test_rate_column_counts_this_runs_work() -> None:
+    """One rate column for images (resumed ones excluded) and for patches (a task field)."""
+    from types import SimpleNamespace
+
+    from cnnbase.cli._progress import RateColumn
+
+    task = SimpleNamespace(completed=150, elapsed=2.0, fields={"resumed": 50, "patches": 5000})
+    assert RateColumn().render(task).plain == "50.0 img/s"
+    assert RateColumn("patches", field="patches", digits=0).render(task).plain == "2,500 patches/s"
+    assert RateColumn().render(SimpleNamespace(completed=50, elapsed=2.0, fields={"resumed": 50})).plain == "– img/s"

@@ -19,14 +19,19 @@ from ._console import err_console
 
 
 class RateColumn(ProgressColumn):
-    """Images per second over the work done in this run (resumed items excluded)."""
+    """Items per second over the work done in this run: the task's completed count less its ``resumed`` field (items
+    found done), or, with ``field``, that field of the task (e.g. patches, counted apart from the images)."""
+
+    def __init__(self, unit: str = "img", field: str | None = None, digits: int = 1) -> None:
+        super().__init__()
+        self.unit, self.field, self.digits = unit, field, digits
 
     def render(self, task) -> Text:  # type: ignore[no-untyped-def]
-        done = task.completed - task.fields.get("resumed", 0)
+        done = task.fields.get(self.field, 0) if self.field else task.completed - task.fields.get("resumed", 0)
         elapsed = task.elapsed or 0.0
         if done <= 0 or elapsed <= 0:
-            return Text("– img/s", style="progress.data.speed")
-        return Text(f"{done / elapsed:,.1f} img/s", style="progress.data.speed")
+            return Text(f"– {self.unit}/s", style="progress.data.speed")
+        return Text(f"{done / elapsed:,.{self.digits}f} {self.unit}/s", style="progress.data.speed")
 
 
 class ImageProgress:

@@ -9,21 +9,10 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.text import Text
-
-
-class _PatchRate(ProgressColumn):
-    def render(self, task) -> Text:  # type: ignore[no-untyped-def]
-        patches = task.fields.get("patches", 0)
-        elapsed = task.elapsed or 0.0
-        if patches <= 0 or elapsed <= 0:
-            return Text("– patches/s", style="progress.data.speed")
-        return Text(f"{patches / elapsed:,.0f} patches/s", style="progress.data.speed")
 
 
 class _Bar:
@@ -58,12 +47,14 @@ class ExtractProgress(_Bar):
         self.start = time.perf_counter()
 
     def __enter__(self) -> ExtractProgress:
+        from ..cli._progress import RateColumn
+
         self._start(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("images"),
-            _PatchRate(),
+            RateColumn("patches", field="patches", digits=0),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
