@@ -243,10 +243,11 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
     taps = [Tap(n, bb.resolve_layer(n).node, e) for n, e in todo.items()]
     threads, split_plan = torch.get_num_threads(), {}
     model_s = None
+    batch = max(1, o.batch_size // jitter.views) * jitter.views  # network inputs per forward pass, as the run makes them
     if o.workers is None and len(samples) * jitter.views >= PLAN_MIN_INPUTS and runner.device.type == "cpu":
         key = (bb.name, bb.weights_id, ds.name, tuple(todo), precision, o.jitter, o.pool, o.batch_size, o.compile, threads)
         if key not in c._cpu_plans:  # the dataset's other splits decode and run alike: timed once
-            plan = plan_cpu_split(runner, samples, jitter, max(1, o.batch_size // jitter.views) * jitter.views)
+            plan = plan_cpu_split(runner, samples, jitter, batch)
             c._cpu_plans[key] = (plan[0], plan[1], {**plan[2], "timed_on": split} if plan[2] else {})
         workers, plan_threads, split_plan = c._cpu_plans[key]
         torch.set_num_threads(plan_threads)
@@ -256,8 +257,7 @@ def _extract_group(c, bb, bb_pre, ds, split, samples, todo, precisions, o, jitte
     if not runner.compiled and resolve_compile(o, len(samples) * jitter.views, model_s):
         runner.enable_compile()
     compiled_probe = None
-    if runner.compiled and precision != "fp32":
-        batch = max(1, o.batch_size // jitter.views) * jitter.views  # the run's batch shape, padded to as it runs
+    if runner.compiled and precision != "fp32":  # at the run's batch shape, padded to as it runs
         compiled_probe = _probe_compiled(c, bb, ds, runner, list(todo), precisions, o, batch)
     try:
         with _progress(c.progress, f"{bb.name} {','.join(todo)} · {ds.name}/{split} · {precision}", len(samples)) as prog:
