@@ -392,7 +392,9 @@ def probe_samples(ds: ImageSet) -> list[Sample]:
 
 
 def _probe_cache(c: Context, bb: LoadedBackbone, ds: ImageSet, layer: str, o: FeatureOptions, fast: str) -> Path:
-    from .features.extract import PROBE_IMAGES, PROBE_THRESHOLDS
+    """Where the probe's verdict is cached: keyed by everything its figures depend on, the machine's kind included
+    (:func:`compute_kind`)."""
+    from .features.extract import PROBE_IMAGES, PROBE_THRESHOLDS, compute_kind
 
     splits = default_splits(ds)
     key = key_of({
@@ -400,7 +402,7 @@ def _probe_cache(c: Context, bb: LoadedBackbone, ds: ImageSet, layer: str, o: Fe
         "preprocess": bb.preprocess.override(o.preprocess).to_dict(), "pool": o.pool, "fast": fast,
         "fast_preprocess": run_preprocess(bb, o.preprocess, fast).to_dict(),
         "dataset": ds.name, "splits": splits, "samples": [ds.split_hash(sp) for sp in splits],
-        "images": PROBE_IMAGES, "thresholds": PROBE_THRESHOLDS,
+        "images": PROBE_IMAGES, "thresholds": PROBE_THRESHOLDS, "computed_on": compute_kind(resolve_device(o.device)),
     })
     return c.store.root / "_probes" / f"{bb.name}-{layer}-{key[:16]}.json"
 

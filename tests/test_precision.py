@@ -50,6 +50,10 @@ def test_auto_probes_records_and_caches(tmp_path: Path, random_folder: Path, mon
     monkeypatch.setattr(runner, "_run_probe", lambda *a, **k: pytest.fail("probe not cached"))
     (e2,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=OPTS, ctx=ctx)
     assert e2.path == e.path
+    # a store shared with a machine whose bf16 units differ (here: AMX tiles) is probed there again
+    monkeypatch.setattr(extract_mod, "compute_kind", lambda device: "cpu:AVX512+amx_tile")
+    with pytest.raises(pytest.fail.Exception, match="probe not cached"):
+        extract("tiny_cnn", str(random_folder), splits=["all"], opts=OPTS, ctx=ctx)
 
 
 @pytest.mark.skipif(extract_mod.fast_precision() == "fp32", reason="no native bf16 on this CPU")
@@ -145,7 +149,7 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     from cnnbase.errors import ConfigError
-    from cnnbase.features.extract import resolve_device
+    from cnnbase.features.extract import compute_kind, resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == resolve_device(None) == resolve_device("cpu") == "cpu"
@@ -159,6 +163,8 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
     with pytest.raises(ConfigError, match="2 CUDA device"):
         resolve_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert compute_kind("cuda:1") == "cuda:NVIDIA H100 80GB HBM3" and compute_kind("cpu").startswith("cpu:")
 
 
 def test_model_gets_ordinary_tensors_whichever_path_prepared_them() -> None:

@@ -224,6 +224,17 @@ def resolve_device(device: str | None) -> str:
     raise ConfigError(f"unknown --device {device!r}; choose auto, cpu, cuda or cuda:N")
 
 
+def compute_kind(device: str = "cpu") -> str:
+    """What computes on ``device``, as far as low-precision numbers depend on it: the GPU's name, or the CPU's
+    instruction set with its bf16 units (AMX tiles and AVX512-BF16 accumulate differently). Keys the precision probe,
+    so a store shared between machines never lends one machine's verdict to another."""
+    if device.startswith("cuda"):
+        return "cuda:" + torch.cuda.get_device_name(device)
+    cpu = getattr(torch, "cpu", None)
+    units = [u for u in ("amx_tile", "avx512_bf16") if getattr(cpu, f"_is_{u}_supported", lambda: False)()]
+    return "cpu:" + "+".join([torch.backends.cpu.get_cpu_capability(), *units])
+
+
 def fast_precision(device: str = "cpu") -> str:
     """The fastest precision worth probing on ``device``: bf16 where the hardware has it natively, else fp32."""
     if device.startswith("cuda"):
