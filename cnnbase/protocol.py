@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 PROTOCOLS = ("offtheshelf", "transfer")
+QUERY_BOX_ADAPTERS = ("oxford_paris", "revisited")  # readers whose queries carry a box (their ``query_box`` option)
 
 # ---------------------------------------------------------------------------------------------------- loading
 
@@ -399,7 +400,9 @@ def validate_card(card: Mapping[str, Any], *, datasets: str | os.PathLike[str] |
                 raise _err(w, f"{p}.kind", f"{name} is a {task} dataset, not a retrieval one")
             if mkind != "retrieval":
                 raise _err(w, f"{p}.metric", f"{spec['metric']} does not score retrieval")
-            if spec["query"] == "crop" and configs[name].adapter != "oxford_paris":
+            if spec["metric"] != configs[name].metric:  # each reads its own benchmark's ground-truth layout
+                raise _err(w, f"{p}.metric", f"{name} is scored with {configs[name].metric} (datasets.yaml), not {spec['metric']}")
+            if spec["query"] == "crop" and configs[name].adapter not in QUERY_BOX_ADAPTERS:
                 raise _err(w, f"{p}.query", f"{name} has no query boxes to crop to; use whole")
             if "retrieval" not in card:
                 raise _err(w, "retrieval", f"required key is missing ({name} is a retrieval dataset)")
@@ -572,7 +575,7 @@ def _adapter_options(name: str, spec: Mapping[str, Any], datasets_file: Any) -> 
     from .config import load_dataset_configs
 
     opts = dict(spec.get("options") or {})
-    if load_dataset_configs(datasets_file)[name].adapter == "oxford_paris" and "query" in spec:
+    if load_dataset_configs(datasets_file)[name].adapter in QUERY_BOX_ADAPTERS and "query" in spec:
         opts["query_box"] = spec["query"] == "crop"
     return opts
 

@@ -672,7 +672,11 @@ def train_svm(
     tr, _ = train_test_splits(ds, train_split, "test" if "test" in ds.splits else train_split)
     f = load_features(model, ds, split=tr, layer=layer, opts=o, ctx=c)
     y_all = ds.labels[tr]
-    key = key_of({"features": f.key, "labels": hashlib.sha256(np.ascontiguousarray(y_all).tobytes()).hexdigest(), "svm": s.to_dict()})
+    scoring = _cv_scoring(ds)
+    parts = {"features": f.key, "labels": hashlib.sha256(np.ascontiguousarray(y_all).tobytes()).hexdigest(), "svm": s.to_dict()}
+    if scoring is not None and scoring.__name__ != "voc07_ap":  # heads cross-validated by 11-point AP keep their keys
+        parts["cv_scoring"] = scoring.__name__
+    key = key_of(parts)
     entry_dir = Path(c.store.find(f.key).path)
     path = entry_dir / f"svm-{key[:12]}.npz"
     if path.is_file():
@@ -688,7 +692,7 @@ def train_svm(
         solver=s.solver,
         difficult=s.difficult,
         seed=s.seed,
-        scoring=_cv_scoring(ds),
+        scoring=scoring,
         # progress of a killed fit (per C value / batch of pairs / problem) is kept here and resumed by a rerun
         checkpoint_dir=entry_dir / f"svm-{key[:12]}.ckpt",
     )
@@ -698,12 +702,15 @@ def train_svm(
 
 
 def _cv_scoring(ds: ImageSet):  # type: ignore[no-untyped-def]
-    """CV selects C with the benchmark's own metric (VOC07 11-point AP for multilabel sets)."""
-    if ds.task in ("multilabel", "attributes"):
-        from .metrics import voc07_ap
+    """CV selects C with the per-class form of the benchmark's own metric (datasets.yaml): VOC07 11-point AP,
+    VOC2010+ area AP or ROC AUC (UIUC attributes); VOC07 11-point AP for a multilabel set without one. None (the
+    head's own accuracy) for single-label sets."""
+    if ds.task not in ("multilabel", "attributes"):
+        return None
+    from .metrics import roc_auc, voc07_ap, voc_area_ap
 
-        return voc07_ap
-    return None
+    per_class = {"voc07_map": voc07_ap, "voc_area_map": voc_area_ap, "mean_auc": roc_auc}
+    return per_class.get(ds.meta.get("metric"), voc07_ap)
 
 
 # -- evaluation -----------------------------------------------------------------------------------------------
@@ -749,6 +756,12 @@ def evaluate(
     bb = c.backbone(model, o)
     layer = bb.resolve_layer(layer).name
     if task == "retrieval":
+        if spec.kind != "retrieval":
+            raise ConfigError(f"metric {metric} does not score retrieval")
+        if ds.task == "retrieval" and metric != ds.meta.get("metric", metric):  # each reads its own gnd layout
+            raise ConfigError(f"{ds.name} is scored with {ds.meta['metric']} (datasets.yaml), not {metric}; drop --metric")
+        if ds.task != "retrieval" and metric == "revisited_map":
+            raise ConfigError(f"revisited_map needs easy/hard lists; the labels of {ds.name} give one positive list: use oxford_map")
         body = _evaluate_retrieval(model, ds, layer, o, normalization, metric, c, test_split, train_split)
     else:
         if ds.task == "retrieval":

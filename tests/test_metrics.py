@@ -421,6 +421,21 @@ def test_revisited_map_truncated_and_empty() -> None:
         revisited_map([[0, 1]], [{"easy": [1], "hard": [], "junk": []}], kappas=(0,))
 
 
+def test_ground_truth_of_another_layout_is_refused_not_scored_as_empty() -> None:
+    """revisitop's per-protocol gnd ({ok, junk}) or an Oxford gnd given to revisited_map, and the reverse, once gave
+    NaN or a wrong mAP silently (a missing list read as empty)."""
+    from cnnbase.metrics import holidays_map, oxford_map, ukbench_score
+
+    r = [[0, 1, 2, 3]]
+    for gnd, missing in (([{"ok": [0, 2], "junk": [1]}], "'easy', 'hard'"), ([{"easy": [0, 2]}], "'hard', 'junk'"),
+                         ([{"positives": [0], "junk": []}], "'easy', 'hard'")):
+        with pytest.raises(ValueError, match=f"gnd\\[0\\] has no {missing} .*another benchmark"):
+            revisited_map(r, gnd)
+    for fn in (oxford_map, holidays_map, ukbench_score):
+        with pytest.raises(ValueError, match="has no 'positives' \\(its keys: 'easy', 'hard', 'junk'\\)"):
+            fn(r, [{"easy": [0], "hard": [1], "junk": []}])
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("n_db,n_q", [(8, 3), (60, 10), (400, 12)])
 def test_revisited_map_matches_revisitop(seed: int, n_db: int, n_q: int) -> None:

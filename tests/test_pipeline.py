@@ -48,8 +48,8 @@ def test_svm_saved_and_reused(tmp_path: Path, texture_set: Path, monkeypatch: py
     assert third["head"]["reused"] is False and third["head"]["key"] != first["head"]["key"]
 
 
-def test_multilabel_list_file_voc07_map(tmp_path: Path) -> None:
-    """A list-file set with two labels per image is multilabel, scored with VOC07 11-point mAP."""
+def _two_colour_list(tmp_path: Path) -> Path:
+    """A list file of small images with one or two of the labels red and blue (train 24, test 12)."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -67,10 +67,47 @@ def test_multilabel_list_file_voc07_map(tmp_path: Path) -> None:
             lines.append(f"imgs/{p.name}\t{','.join(labs)}\t{split}")
     lst = tmp_path / "set.txt"
     lst.write_text("\n".join(lines) + "\n")
-    rec = evaluate("tiny_cnn", str(lst), opts=OPTS, ctx=_ctx(tmp_path))
+    return lst
+
+
+def test_multilabel_list_file_voc07_map(tmp_path: Path) -> None:
+    """A list-file set with two labels per image is multilabel, scored with VOC07 11-point mAP."""
+    rec = evaluate("tiny_cnn", str(_two_colour_list(tmp_path)), opts=OPTS, ctx=_ctx(tmp_path))
     assert rec["task"] == "multilabel" and rec["metric"] == "voc07_map"
     assert 0 <= rec["value"] <= 1 + 1e-12 and set(rec["per_class"]) == {"blue", "red"}  # devkit sums p/11
     assert "voc_area_map" in rec["extra"]
+
+
+@pytest.mark.parametrize(
+    ("task", "metric", "scorer"),
+    [("multilabel", "voc07_map", "voc07_ap"), ("multilabel", "voc_area_map", "voc_area_ap"),
+     ("attributes", "mean_auc", "roc_auc"), ("multilabel", None, "voc07_ap"), ("classification", "accuracy", None)],
+)
+def test_cv_picks_c_by_the_benchmarks_own_metric(tmp_path: Path, task: str, metric: str | None, scorer: str | None) -> None:
+    """VOC2012 cross-validates C by area AP and UIUC attributes by AUC, as they are scored; VOC2007 by 11-point AP."""
+    from cnnbase.datasets.base import ImageSet
+    from cnnbase.runner import _cv_scoring
+
+    ds = ImageSet(name="x", task=task, root=tmp_path, classes=["a"], splits={"all": []}, meta={"metric": metric} if metric else {})
+    got = _cv_scoring(ds)
+    assert (got and got.__name__) == scorer
+
+
+def test_multilabel_head_key_names_a_cv_metric_other_than_11_point_ap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lst = _two_colour_list(tmp_path)
+    ctx, svm = _ctx(tmp_path), SVMOptions(C=(0.1, 1.0))
+    first = evaluate("tiny_cnn", str(lst), opts=OPTS, svm=svm, ctx=ctx)
+    real = ctx.dataset
+
+    def as_voc2012(d):  # type: ignore[no-untyped-def]
+        ds = real(d)
+        ds.meta["metric"] = "voc_area_map"
+        return ds
+
+    monkeypatch.setattr(ctx, "dataset", as_voc2012)
+    second = evaluate("tiny_cnn", str(lst), opts=OPTS, svm=svm, ctx=ctx)
+    assert second["head"]["reused"] is False and second["head"]["key"] != first["head"]["key"]
+    assert second["metric"] == "voc_area_map"
 
 
 def test_retrieval_on_labelled_set(tmp_path: Path, texture_set: Path) -> None:
@@ -78,6 +115,22 @@ def test_retrieval_on_labelled_set(tmp_path: Path, texture_set: Path) -> None:
     assert rec["metric"] == "oxford_map" and rec["n_queries"] == 16 and rec["n_database"] == 48
     assert rec["value"] > 0.35  # random ranking gives ~0.25 (a quarter of the database is positive)
     assert len(rec["per_query"]) == 16
+
+
+def test_retrieval_metric_must_read_the_datasets_ground_truth(tmp_path: Path, texture_set: Path) -> None:
+    """Checked before any feature is extracted: another benchmark's metric would read missing lists as empty."""
+    from cnnbase.datasets.base import ImageSet
+    from cnnbase.errors import ConfigError
+
+    ctx = _ctx(tmp_path)
+    for metric, says in (("revisited_map", "use oxford_map"), ("voc07_map", "does not score retrieval")):
+        with pytest.raises(ConfigError, match=says):
+            evaluate("tiny_cnn", str(texture_set), task="retrieval", metric=metric, opts=OPTS, ctx=ctx)
+    hol = ImageSet(name="holidays", task="retrieval", root=tmp_path, classes=[], splits={"query": [], "database": []},
+                   queries=[], meta={"metric": "holidays_map"})
+    with pytest.raises(ConfigError, match="holidays is scored with holidays_map .*not oxford_map"):
+        evaluate("tiny_cnn", hol, metric="oxford_map", opts=OPTS, ctx=ctx)
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("manifest.json"))
 
 
 def test_record_is_self_describing(tmp_path: Path, texture_set: Path) -> None:

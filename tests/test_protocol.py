@@ -114,6 +114,8 @@ _DELETE = object()
         ("datasets.oxford5k.whitening_set", "oxford5k", "datasets.oxford5k.whitening_set", "another dataset"),
         ("datasets.oxford5k.whitening_set", "voc2007", "datasets.oxford5k.whitening_set", "not a retrieval dataset"),
         ("datasets.holidays.query", "crop", "datasets.holidays.query", "no query boxes"),
+        ("datasets.ukbench.metric", "holidays_map", "datasets.ukbench.metric", "ukbench is scored with ukbench_score"),
+        ("datasets.oxford5k.metric", "revisited_map", "datasets.oxford5k.metric", "oxford5k is scored with oxford_map"),
         ("datasets.holidays.whitening_set", _DELETE, "datasets.holidays.whitening_set", "required key is missing"),
         ("jitter.rotations", [-5.0, 5.0], "jitter.rotations", "rotates by [-10.0, 10.0]"),
         ("svm.c_selection", "guess", "svm.c_selection", "expected one of paper, cv"),
@@ -132,6 +134,17 @@ def test_schema_errors_are_one_line_naming_the_key(card: dict, tmp_path: Path, p
     msg = str(exc.value)
     assert "\n" not in msg and f": {key}: " in msg and says in msg, msg
     assert msg.startswith(f"card {p}: ")
+
+
+@pytest.mark.parametrize("query", ["crop", "whole"])
+def test_revisited_queries_crop_as_the_card_says(card: dict, tmp_path: Path, query: str) -> None:
+    """revisitop crops each query to its gnd box (the official rule); a card says so, and ``whole`` really is whole."""
+    from cnnbase.protocol import _adapter_options
+
+    spec = {**card["datasets"]["oxford5k"], "query": query, "metric": "revisited_map"}
+    loaded = load_card(_write(tmp_path, _mutate(card, "datasets.roxford5k", spec)))
+    assert loaded["datasets"]["roxford5k"]["query"] == query
+    assert _adapter_options("roxford5k", loaded["datasets"]["roxford5k"], None) == {"query_box": query == "crop"}
 
 
 def test_unreadable_or_missing_cards(tmp_path: Path) -> None:

@@ -377,6 +377,12 @@ def test_end_to_end_learns_generated_task(shapes: ImageSet, tmp_path: Path, monk
     t1 = train("tiny_cnn", shapes, opts=o, ctx=ctx)
     assert t1.reused and t1.key == rec["head"]["key"]
 
+    # a VOC2010+ set (datasets.yaml: voc_area_map) is scored by area AP, the 11-point AP going into extra
+    voc12 = replace(shapes, meta={**shapes.meta, "metric": "voc_area_map"})
+    rec12 = evaluate("tiny_cnn", voc12, opts=o, ctx=ctx)
+    assert rec12["metric"] == "voc_area_map" and rec12["value"] == rec["extra"]["voc_area_map"]
+    assert rec12["extra"]["voc07_map"] == rec["value"]
+
 
 def test_training_resumes_from_checkpoint(shapes: ImageSet, tmp_path: Path) -> None:
     from cnnbase.features.store import FeatureStore

@@ -219,7 +219,9 @@ def evaluate_cmd(
     on_bad_image: BadImageOpt = "fail",
     progress: ProgressOpt = True,
 ) -> None:
-    """Train (or reuse) the head, score test images by mean p(class|patch)^k, and record VOC07 11-point AP.
+    """Train (or reuse) the head, score test images by mean p(class|patch)^k, and record the benchmark's AP.
+
+    VOC2007 (and other sets): 11-point AP; VOC2010+ (voc2012): area AP, as their devkits compute it.
 
     The record holds per-class AP, every setting, the card's name and hash, and the settings that deviate from it.
 
@@ -235,9 +237,10 @@ def evaluate_cmd(
     rec = evaluate(model, dataset, opts=o, card=crd, train_split=train_split, test_split=test_split, ctx=ctx,
                    maps=maps, maps_limit=maps_limit, label=label)
     dev = rec["card"]["deviations"]
+    other, other_name = ("voc_area_map", "area AP") if rec["metric"] == "voc07_map" else ("voc07_map", "11-point AP")
     console.print(
         f"[bold]{rec['dataset']}[/] transfer ({rec['label']})  {rec['backbone']} {rec['layer']}  "
-        f"[bold green]voc07_map = {rec['value'] * 100:.2f}[/]  (area AP {rec['extra'].get('voc_area_map', float('nan')) * 100:.2f}; "
+        f"[bold green]{rec['metric']} = {rec['value'] * 100:.2f}[/]  ({other_name} {rec['extra'].get(other, float('nan')) * 100:.2f}; "
         f"{rec['n_test']} test images, k = {rec['settings']['test']['k']:g})"
         + (f"  [yellow]deviates from {rec['card']['name']}: {'; '.join(dev)}[/]" if dev else "")
     )

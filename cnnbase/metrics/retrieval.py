@@ -89,7 +89,11 @@ def _ranking(ranking: object) -> np.ndarray:
     return _ids(r, "the ranking")
 
 
-def _ranks(ranks: object, gnd: Sequence[Mapping[str, object]] | None, min_k: int = 0) -> np.ndarray:
+def _ranks(
+    ranks: object, gnd: Sequence[Mapping[str, object]] | None, min_k: int = 0, needs: tuple[str, ...] = ("positives",)
+) -> np.ndarray:
+    """``ranks`` checked as an int ``(n_queries, k)`` array, and ``gnd`` as one entry per row holding ``needs``
+    (a ground truth of another benchmark's layout must not score as empty sets)."""
     r = np.asarray(ranks)
     if r.ndim != 2:
         raise ValueError(
@@ -106,6 +110,12 @@ def _ranks(ranks: object, gnd: Sequence[Mapping[str, object]] | None, min_k: int
         )
     if r.shape[1] < min_k:
         raise ValueError(f"ranks has {r.shape[1]} columns; at least {min_k} results per query are needed")
+    for q, g in enumerate(gnd or ()):
+        if missing := [k for k in needs if k not in g]:
+            raise ValueError(
+                f"gnd[{q}] has no {', '.join(map(repr, missing))} (its keys: {', '.join(map(repr, g)) or 'none'}); this "
+                f"metric needs {', '.join(map(repr, needs))} per query: is the ground truth another benchmark's?"
+            )
     return r.astype(np.int64)
 
 
@@ -181,7 +191,7 @@ def oxford_aps(ranks: object, gnd: Sequence[Mapping[str, object]]) -> np.ndarray
         ``(n_queries,)`` float64, NaN for a query without positives.
 
     Raises:
-        ValueError: bad shapes, or ``gnd`` not one entry per row.
+        ValueError: bad shapes, or ``gnd`` not one entry per row, or an entry without ``"positives"``.
 
     Example:
         >>> oxford_aps([[0, 1], [1, 0]], [{"positives": [0]}, {"positives": []}]).tolist()
@@ -206,7 +216,7 @@ def oxford_map(ranks: object, gnd: Sequence[Mapping[str, object]]) -> float:
         A fraction in [0, 1]; NaN if no query has positives.
 
     Raises:
-        ValueError: bad shapes, or ``gnd`` not one entry per row.
+        ValueError: bad shapes, or ``gnd`` not one entry per row, or an entry without ``"positives"``.
 
     Example:
         >>> oxford_map([[0, 1, 2], [2, 1, 0]], [{"positives": [0]}, {"positives": [1], "junk": [2]}])
@@ -263,7 +273,7 @@ def revisited_map(
         all fractions in [0, 1] (revisitop prints them × 100).
 
     Raises:
-        ValueError: bad shapes, ``gnd`` not one entry per row, or a k < 1.
+        ValueError: bad shapes, ``gnd`` not one entry per row or without the three lists, or a k < 1.
 
     Example:
         >>> gnd = [{"easy": [0], "hard": [2], "junk": [4]}]
@@ -274,7 +284,7 @@ def revisited_map(
     ks = [int(k) for k in kappas]
     if any(k < 1 for k in ks):
         raise ValueError(f"kappas must be >= 1, got {ks}")
-    r = _ranks(ranks, gnd)
+    r = _ranks(ranks, gnd, needs=("easy", "hard", "junk"))
     extra: dict[str, float] = {}
     per_query: dict[str, np.ndarray] = {}
     for name, (ok_keys, junk_keys) in _REVISITED_PROTOCOLS.items():
@@ -326,7 +336,7 @@ def holidays_aps(ranks: object, gnd: Sequence[Mapping[str, object]]) -> np.ndarr
         ``(n_queries,)`` float64, NaN for a query without positives.
 
     Raises:
-        ValueError: bad shapes, or ``gnd`` not one entry per row.
+        ValueError: bad shapes, or ``gnd`` not one entry per row, or an entry without ``"positives"``.
 
     Example:
         >>> holidays_aps([[3, 0, 1, 4, 2]], [{"self": 0, "positives": [1, 2]}]).round(4).tolist()
@@ -355,7 +365,7 @@ def holidays_map(ranks: object, gnd: Sequence[Mapping[str, object]]) -> float:
         A fraction in [0, 1]; NaN if no query has positives.
 
     Raises:
-        ValueError: bad shapes, or ``gnd`` not one entry per row.
+        ValueError: bad shapes, or ``gnd`` not one entry per row, or an entry without ``"positives"``.
 
     Example:
         >>> gnd = [{"self": 0, "positives": [1]}, {"self": 1, "positives": [0]}]
@@ -385,7 +395,7 @@ def ukbench_counts(ranks: object, gnd: Sequence[Mapping[str, object]] | None = N
         ``(n_queries,)`` int64 in 0..4.
 
     Raises:
-        ValueError: fewer than 4 results per query, bad shapes, or ``gnd`` not one entry per row.
+        ValueError: fewer than 4 results per query, bad shapes, or ``gnd`` not one entry per row (each with ``"positives"``).
 
     Example:
         >>> ukbench_counts([[0, 1, 5, 2], [1, 0, 2, 3]]).tolist()
