@@ -73,7 +73,8 @@ def verify_dataset(name: NameArg, root: RootOpt = None, json_out: JsonOpt = Fals
         raise DatasetError(rep.error or f"{name}: unreadable")
     head = f"[bold]{escape(rep.name)}[/] ({rep.task}, adapter {rep.adapter or '-'}) at {escape(rep.root)}"
     table = Table(title=head, title_justify="left")
-    for col in ("split", "images", "missing files", "published", "match"):
+    items = "objects" if rep.task == "attributes" else "images"  # aPascal/aYahoo count annotated objects, several per file
+    for col in ("split", items, "missing files", "published", "match"):
         table.add_column(col, justify="right" if col != "split" else "left")
     for c in rep.splits:
         table.add_row(c.what, _n(c.found), _n(c.missing_images), _n(c.published), f"[{_STYLE[c.status]}]{c.status}[/]")

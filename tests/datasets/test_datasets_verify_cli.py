@@ -168,3 +168,14 @@ def test_open_dataset_by_name(fake_yaml: Path, tmp_path: Path) -> None:
 def test_cli_list_packaged_yaml() -> None:
     r = invoke("datasets", "list")
     assert r.exit_code == 0 and "voc2007" in r.output and "ukbench" in r.output
+
+
+def test_cli_verify_counts_objects_of_attribute_sets(fake, yaml_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """aPascal has one sample per object, several per image file: the column says objects, not images."""
+    fake.make_uiuc(tmp_path / "attr", images=False)
+    yml = yaml_file({"apascal": {"adapter": "uiuc_attributes", "task": "attributes", "root": str(tmp_path / "attr"),
+                                 "metric": "mean_auc", "options": {"subset": "apascal"}, "published": {"splits": {"train": 3}}}})
+    r = invoke("datasets", "verify", "apascal", "--datasets", str(yml))
+    assert r.exit_code == 0, r.output
+    header = next(line for line in r.output.splitlines() if "missing files" in line)
+    assert "objects" in header and "images" not in header
