@@ -111,12 +111,20 @@ def default_splits(ds: ImageSet) -> list[str]:
     return splits or list(ds.splits)
 
 
-def train_test_splits(ds: ImageSet, train: str | None, test: str | None) -> tuple[str, str]:
+def train_test_splits(ds: ImageSet, train: str | None, test: str | None, *, disjoint: bool = True) -> tuple[str, str]:
+    """The (train, test) splits: as given, else the dataset's configured ones, else trainval/train and test/val.
+    With ``disjoint``, a test image that is also a training image is an error (it would inflate every score)."""
     cfg = dataset_config(ds.name) if ds.name else None
     tr = train or (cfg.train_split if cfg and cfg.train_split else None) or next((s for s in ("trainval", "train") if s in ds.splits), None)
-    te = test or (cfg.test_split if cfg and cfg.test_split else None) or ("test" if "test" in ds.splits else None)
+    te = test or (cfg.test_split if cfg and cfg.test_split else None) or next((s for s in ("test", "val") if s in ds.splits and s != tr), None)
     if not tr or not te:
-        raise ConfigError(f"dataset {ds.name!r} has splits {', '.join(ds.splits)}; pass --train-split and --test-split")
+        raise ConfigError(f"dataset {ds.name!r} has splits {', '.join(ds.splits)}; choose them with --train-split and --test-split")
+    if disjoint and tr in ds.splits and te in ds.splits:
+        seen = {json.dumps(x.identity()) for x in ds.samples(tr)}
+        shared = sum(json.dumps(x.identity()) in seen for x in ds.samples(te))
+        if shared:
+            raise ConfigError(f"{ds.name}: the training split {tr!r} holds {shared} image(s) of the test split {te!r}; "
+                              "choose disjoint --train-split and --test-split")
     return tr, te
 
 
@@ -176,6 +184,9 @@ def extract(
         raise ConfigError(f"unknown --dtype {o.dtype!r}; choose {', '.join(STORAGE_DTYPES)}")
     if o.on_bad_image not in ("fail", "skip"):
         raise ConfigError(f"unknown --on-bad-image {o.on_bad_image!r}; choose fail or skip")
+    for what, value, least in (("--batch-size", o.batch_size, 1), ("shard_size", o.shard_size, 1), ("--workers", o.workers, 0)):
+        if value is not None and value < least:
+            raise ConfigError(f"{what} {value}: give {least} or more")
     device = resolve_device(o.device)
     ds = c.dataset(dataset)
     bb = c.backbone(model, o)
@@ -184,6 +195,10 @@ def extract(
     entries: list[StoreEntry] = []
     for split in splits or default_splits(ds):
         samples = ds.samples(split)
+        if not samples:  # an entry of nothing could never be completed
+            hint = ("the automatic split puts every fifth image of each class into test: give each class 5 images or more, or "
+                    "use root/train and root/test folders") if split == "test" and "all" in ds.splits else "choose another --split"
+            raise ConfigError(f"{ds.name}/{split} has no images; {hint}")
         precisions = resolve_precision(c, bb, ds, names, o)
         split_entries = {n: c.store.entry(feature_fields(bb, n, ds, split, replace(o, precision=precisions[n][0]))) for n in names}
         entries.extend(split_entries.values())
@@ -470,7 +485,7 @@ def _probe_inputs(samples, pres):  # type: ignore[no-untyped-def]
         out: dict[Preprocess, Any] = {}
         for p in pres:
             if p not in out:
-                out[p] = join_views(list(pool.map(lambda im: make_views(im, p, none), imgs)))
+                out[p] = join_views(list(pool.map(lambda im, p=p: make_views(im, p, none), imgs)))
         return [out[p] for p in pres]
 
 
@@ -669,7 +684,7 @@ def train_svm(
     ds = c.dataset(dataset)
     if ds.task == "retrieval":
         raise ConfigError(f"{ds.name} is a retrieval dataset; use `cnnbase evaluate --task retrieval`")
-    tr, _ = train_test_splits(ds, train_split, "test" if "test" in ds.splits else train_split)
+    tr, _ = train_test_splits(ds, train_split, "test" if "test" in ds.splits else train_split, disjoint=False)
     f = load_features(model, ds, split=tr, layer=layer, opts=o, ctx=c)
     y_all = ds.labels[tr]
     scoring = _cv_scoring(ds)
@@ -749,7 +764,7 @@ def evaluate(
     ds = c.dataset(dataset)
     task = task or ds.task
     if task not in ("classification", "multilabel", "attributes", "retrieval"):
-        raise ConfigError(f"unknown --task {task!r}; choose classification, multilabel, retrieval")
+        raise ConfigError(f"unknown --task {task!r}; choose classification, multilabel, attributes or retrieval")
     cfg_metric = ds.meta.get("metric") if task == ds.task else None
     metric = metric or cfg_metric or DEFAULT_METRIC[task]
     spec = METRICS.get(metric)
@@ -766,8 +781,9 @@ def evaluate(
     else:
         if ds.task == "retrieval":
             raise ConfigError(f"{ds.name} is a retrieval dataset; use --task retrieval")
-        if spec.kind not in ("classification", "multilabel"):
-            raise ConfigError(f"metric {metric} does not score {task}")
+        wanted = "classification" if ds.task == "classification" else "multilabel"  # single labels, or a 0/±1 matrix
+        if spec.kind != wanted:
+            raise ConfigError(f"metric {metric} does not score {ds.name} ({ds.task}: {'one label' if wanted == 'classification' else 'a label set'} per image)")
         body = _evaluate_svm(model, ds, layer, o, svm or SVMOptions(normalization=normalization), metric, c, train_split, test_split)
     rec = new_record(
         dataset=ds.name,
@@ -805,6 +821,9 @@ def _evaluate_svm(model, ds, layer, o, s, metric, c, train_split, test_split):  
     arr = np.asarray(f.array, dtype=np.float32)
     views = 1 if arr.ndim == 2 else arr.shape[1]
     idx = np.flatnonzero(f.valid)
+    if not len(idx):
+        raise ConfigError(f"{ds.name}/{te}: none of its {len(f.valid)} test image(s) has features (all bad or skipped; "
+                          f"listed in {c.store.find(f.key).manifest_path}); fix the images or choose another --test-split")
     x = normalize(arr[idx].reshape(len(idx) * views, -1), s.normalization)
     dec = th.head.decision_function(x)
     dec = dec.reshape(len(idx), views, -1).sum(axis=1)  # Razavian: sum the responses over an image's views

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +191,69 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
                       catch_exceptions=False)
     assert r.exit_code == 0, r.stdout
     assert "| tiny_cnn fc6 (demo)† |" in r.stdout and "random weights" in r.stdout
+
+
+# ------------------------------------------------------------------------------------------ splits and bad runs
+
+
+def test_empty_split_is_refused_before_any_entry_is_begun(tmp_path: Path) -> None:
+    """Classes of 3-4 images give the automatic 80/20 split no test image; an entry of nothing could never finish."""
+    from _images import write_images
+
+    from cnnbase.errors import ConfigError
+    from cnnbase.runner import extract
+
+    root = tmp_path / "small"
+    write_images(root, {"a": 4, "b": 3})
+    ctx = _ctx(tmp_path)
+    with pytest.raises(ConfigError, match="small/test has no images; the automatic split puts every fifth image"):
+        extract("tiny_cnn", str(root), opts=OPTS, ctx=ctx)
+    assert [e.fields["split"] for e in extract("tiny_cnn", str(root), splits=["train"], opts=OPTS, ctx=ctx)] == ["train"]
+
+
+def test_train_val_layout_tests_on_val_and_overlapping_splits_are_refused(tmp_path: Path) -> None:
+    from _images import write_images
+
+    from cnnbase.errors import ConfigError
+
+    root = tmp_path / "tv"
+    write_images(root, {"ants": 6, "bees": 6}, split="train")
+    write_images(root, {"ants": 2, "bees": 2}, split="val", seed=1)
+    ctx = _ctx(tmp_path)
+    rec = evaluate("tiny_cnn", str(root), opts=OPTS, ctx=ctx)
+    assert (rec["train_split"], rec["split"], rec["n_test"]) == ("train", "val", 4)
+    flat = tmp_path / "flat"
+    write_images(flat, {"a": 5, "b": 5})
+    with pytest.raises(ConfigError, match="training split 'all' holds 2 image\\(s\\) of the test split 'test'"):
+        evaluate("tiny_cnn", str(flat), train_split="all", test_split="test", opts=OPTS, ctx=ctx)
+
+
+def test_metric_must_fit_the_labels(tmp_path: Path, texture_set: Path) -> None:
+    """A multilabel metric on single-label data (or the reverse) is a one-line error, not a TypeError."""
+    from cnnbase.errors import ConfigError
+
+    for metric in ("voc07_map", "mean_auc"):
+        with pytest.raises(ConfigError, match=f"metric {metric} does not score textures \\(classification: one label"):
+            evaluate("tiny_cnn", str(texture_set), metric=metric, opts=OPTS, ctx=_ctx(tmp_path))
+
+
+def test_no_test_image_with_features_is_one_error(tmp_path: Path) -> None:
+    from _images import write_images
+
+    from cnnbase.errors import ConfigError
+
+    root = tmp_path / "bad"
+    write_images(root, {"a": 5, "b": 5})
+    for cls in ("a", "b"):
+        (root / cls / "img 04.jpg").write_bytes(b"not a jpeg")  # the fifth image of each class: the test split
+    with pytest.raises(ConfigError, match="bad/test: none of its 2 test image\\(s\\) has features"):
+        evaluate("tiny_cnn", str(root), opts=replace(OPTS, on_bad_image="skip"), ctx=_ctx(tmp_path))
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [("batch_size", 0, "--batch-size 0"), ("workers", -1, "--workers -1")])
+def test_counts_below_one_are_refused(tmp_path: Path, random_folder: Path, field: str, value: int, says: str) -> None:
+    from cnnbase.errors import ConfigError
+    from cnnbase.runner import extract
+
+    with pytest.raises(ConfigError, match=says):
+        extract("tiny_cnn", str(random_folder), opts=replace(OPTS, **{field: value}), ctx=_ctx(tmp_path))

@@ -131,7 +131,8 @@ def safe_join(root: Path, rel: str, *, where: str = "", allow_outside: bool = Fa
     if drive or not target.startswith(base.rstrip(os.sep) + os.sep):
         raise DatasetError(
             f"{where or rel}: path {rel!r} points outside the dataset root {root}; "
-            "fix the annotation or pass allow_outside=True if this is intended"
+            "fix the annotation, or if this is intended set `options: {allow_outside: true}` for the dataset in "
+            "datasets.yaml (allow_outside=True in Python)"
         )
     return Path(os.path.normpath(os.path.join(root, posix)))
 

@@ -328,7 +328,7 @@ def train(
     ds = c.dataset(dataset)
     if ds.task != "multilabel":
         raise ConfigError(f"the transfer protocol needs a multilabel dataset with boxes (e.g. voc2007); {ds.name} is {ds.task}")
-    tr, _ = train_test_splits(ds, train_split, "test" if "test" in ds.splits else train_split)
+    tr, _ = train_test_splits(ds, train_split, "test" if "test" in ds.splits else train_split, disjoint=False)
     objects = split_objects(ds, tr)
     bb = _backbone(c, model, o)
     layer, node = frozen_layer(bb, o.layer, finetune_fc67=o.head.finetune_fc67)
