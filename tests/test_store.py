@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,29 @@ def test_truncated_features_file_is_an_error(tmp_path: Path, random_folder: Path
     f = e.path / "features.npy"
     f.write_bytes(f.read_bytes()[:-16])
     with pytest.raises(StoreError, match="truncated"):
+        e.load()
+
+
+def test_same_size_overwrite_of_features_fails_its_checksum(tmp_path: Path, random_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checksum runs when the file changed since its last check (mtime), so untouched loads cost no hashing."""
+    from cnnbase.features import store as store_mod
+
+    ctx = _ctx(tmp_path)
+    (e,) = extract("tiny_cnn", str(random_folder), splits=["all"], opts=OPTS, ctx=ctx)
+    hashed = []
+    real = store_mod.file_sha256
+    monkeypatch.setattr(store_mod, "file_sha256", lambda p: hashed.append(p) or real(p))
+    e.load()
+    assert hashed == []  # untouched since extraction
+    f = e.path / "features.npy"
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))  # copied without -p: same bytes, new mtime
+    e.load()
+    e.load()
+    assert len(hashed) == 1  # checked once, and the new mtime recorded
+    data = bytearray(f.read_bytes())
+    data[-64:] = bytes(64)  # 64 bytes overwritten in place: same size
+    f.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="fails its checksum"):
         e.load()
 
 

@@ -288,6 +288,7 @@ class StoreEntry:
             sha256=digest,
             skipped=skipped,
             bytes=(self.path / "features.npy").stat().st_size,
+            mtime_ns=(self.path / "features.npy").stat().st_mtime_ns,  # a later change re-checks the checksum
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         self.write_manifest(m)
@@ -316,8 +317,12 @@ class StoreEntry:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     # -- reading -------------------------------------------------------------------------------------
-    def load(self, *, mmap: bool = True, verify: bool = False) -> Features:
-        """The complete entry's features; a size or (with ``verify``) checksum mismatch is an error."""
+    def load(self, *, mmap: bool = True, verify: bool | None = None) -> Features:
+        """The complete entry's features; a size or checksum mismatch is an error.
+
+        The checksum is computed when ``verify`` is True, or (None, the default) when ``features.npy`` was modified
+        since it was last checked (its mtime differs from the manifest's): a same-size overwrite is caught, an
+        untouched file costs no hashing. A passing check records the new mtime (where the store is writable)."""
         m = self.manifest()
         if not m or m.get("status") != "complete":
             raise StoreError(f"{self.path}: extraction not finished; rerun `cnnbase extract` with the same options")
@@ -326,8 +331,13 @@ class StoreEntry:
         if size != m.get("bytes"):
             what = "missing" if size is None else f"truncated or the wrong size ({size} bytes, the manifest says {m.get('bytes')})"
             raise StoreError(f"{f} is {what}; delete {self.path} and rerun extract")
-        if verify and file_sha256(f) != m.get("sha256"):
-            raise StoreError(f"{f} fails its checksum; delete {self.path} and rerun extract")
+        mtime = f.stat().st_mtime_ns
+        if verify or (verify is None and mtime != m.get("mtime_ns")):
+            if file_sha256(f) != m.get("sha256"):
+                raise StoreError(f"{f} fails its checksum (changed on disk); delete {self.path} and rerun extract")
+            if mtime != m.get("mtime_ns"):
+                with contextlib.suppress(StoreError):  # a read-only store checks again next time
+                    self.write_manifest({**m, "mtime_ns": mtime})
         try:
             arr = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError) as exc:
