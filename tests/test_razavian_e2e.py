@@ -425,10 +425,15 @@ def test_deviations_recorded_and_marked_in_the_leaderboard(env: dict, tmp_path: 
     (same,) = run_card("razavian2014", MODEL, datasets=["mit67"], variants=["CNN-SVM"], opts=OPTS, ctx=ctx,
                        overrides={"features.layer": "fc6"})
     assert same["card"]["deviations"] == [] and same["card"]["run_key"] == _rec(env, "mit67", "CNN-SVM")["card"]["run_key"]
+    # a later run that deviates (C only) gets a row of its own: the protocol's fc6 row keeps its value
+    (dev,) = run_card("razavian2014", MODEL, datasets=["mit67"], variants=["CNN-SVM"], opts=OPTS, ctx=ctx,
+                      overrides={"datasets.mit67.C": 1.0})
     t = build_table(read_records(results))
-    labels = [row[0] for row in t.rows]
-    assert "tiny_cnn fc7 (CNN-SVM)†*" in labels and "tiny_cnn fc6 (CNN-SVM)†" in labels
-    assert any("deviates from its protocol card" in n for n in t.notes)
+    rows = {row[0]: row[1] for row in t.rows}
+    assert set(rows) == {"tiny_cnn fc7 (CNN-SVM)†*1", "tiny_cnn fc6 (CNN-SVM)†", "tiny_cnn fc6 (CNN-SVM)†*2"}
+    assert rows["tiny_cnn fc6 (CNN-SVM)†"] == f"{same['value'] * 100:.1f}"
+    assert rows["tiny_cnn fc6 (CNN-SVM)†*2"] == f"{dev['value'] * 100:.1f}"
+    assert "*2 deviates from its protocol card (not comparable with the reference rows): datasets.mit67.C: 2.0 → 1.0" in t.notes
 
 
 @pytest.mark.filterwarnings("ignore:LinearSVMHead")

@@ -2,7 +2,8 @@
 
 The leaderboard reads records only. When several records fill the same cell, the newest wins. Values are
 shown in the metric's display scale (percent for AP/accuracy; UKBench's N-S score as is). Row markers:
-``†`` random weights, ``*`` deviates from its protocol card, ``‡`` some images were skipped as bad.
+``†`` random weights, ``*n`` deviates from its protocol card (a row of its own per set of deviations, footnote n
+lists them), ``‡`` some images were skipped as bad.
 """
 
 from __future__ import annotations
@@ -40,8 +41,14 @@ def _fmt(value: float | None, metric: str) -> str:
     return f"{value * s:.1f}" if s == 100 else f"{value * s:.3f}"
 
 
+def _deviations(r: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(sorted((r.get("card") or {}).get("deviations") or ()))
+
+
 def row_key(r: dict[str, Any]) -> tuple:
-    return (r.get("backbone"), r.get("weights"), r.get("layer"), r.get("label", ""))
+    """A row per model, layer and label, and per set of deviations from the card: a run that deviates never
+    replaces the protocol's row (nor one that deviates otherwise)."""
+    return (r.get("backbone"), r.get("weights"), r.get("layer"), r.get("label", ""), _deviations(r))
 
 
 def row_label(r: dict[str, Any]) -> str:
@@ -86,10 +93,13 @@ def build_table(
         cols.sort(key=lambda c: datasets.index(c[0]))
     cells: dict[tuple, dict[tuple, dict[str, Any]]] = {}
     labels: dict[tuple, str] = {}
+    numbered: dict[tuple[str, ...], int] = {}  # each set of deviations: its footnote number
     for r in sorted(recs, key=lambda r: r.get("time", "")):
         k = row_key(r)
         cells.setdefault(k, {})[(r.get("dataset"), r.get("metric"))] = r
         labels[k] = row_label(r)
+        if devs := _deviations(r):
+            labels[k] = labels[k].replace("*", f"*{numbered.setdefault(devs, len(numbered) + 1)}", 1)
     header = ["model"] + [f"{d} ({m})" for d, m in cols]
     rows: list[list[str]] = []
     ref_rows: dict[str, dict[str, Any]] = dict(reference.get("rows", {})) if reference else {}
@@ -109,8 +119,8 @@ def build_table(
     flat = "".join(row[0] for row in rows)
     if "†" in flat:
         notes.append("† random weights (not a pretrained network)")
-    if "*" in flat:
-        notes.append("* deviates from its protocol card (not comparable with the reference rows)")
+    for devs, n in numbered.items():
+        notes.append(f"*{n} deviates from its protocol card (not comparable with the reference rows): {'; '.join(devs)}")
     if "‡" in flat:
         notes.append("‡ some images were skipped as unreadable (see the records)")
     return Table(columns=header, rows=rows, notes=notes, row_keys=list(cells))
