@@ -698,6 +698,10 @@ def train_svm(
         return TrainedHead(LinearSVMHead.load(path), key, path, f.key, reused=True)
     x, rows = _flatten_views(f, s.normalization)
     y = y_all[rows]
+    if y.ndim == 1 and len(present := np.unique(y)) < 2:
+        only = ", ".join(repr(ds.classes[int(i)]) for i in present) or "none"
+        raise ConfigError(f"{ds.name}/{tr}: the training images with features are all of one class ({only}); an SVM "
+                          "needs two classes or more: add images of another class or choose another --train-split")
     mode = s.mode
     head = LinearSVMHead(
         mode=mode,

@@ -257,3 +257,15 @@ def test_counts_below_one_are_refused(tmp_path: Path, random_folder: Path, field
 
     with pytest.raises(ConfigError, match=says):
         extract("tiny_cnn", str(random_folder), opts=replace(OPTS, **{field: value}), ctx=_ctx(tmp_path))
+
+
+def test_one_class_training_set_names_the_class(tmp_path: Path) -> None:
+    from _images import write_images
+
+    from cnnbase.errors import ConfigError
+
+    root = tmp_path / "one"
+    write_images(root, {"ants": 3}, split="train")
+    write_images(root, {"ants": 1, "bees": 1}, split="test", seed=1)
+    with pytest.raises(ConfigError, match="one/train: the training images with features are all of one class \\('ants'\\)"):
+        evaluate("tiny_cnn", str(root), opts=OPTS, ctx=_ctx(tmp_path))
