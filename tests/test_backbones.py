@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,23 @@ def test_torchvision_weights_load_from_torchs_cache() -> None:
         load_backbone("alexnet", allow_download=False)
 
 
+def test_published_densenet_key_names_are_mapped() -> None:
+    """torchvision's DenseNet files name ``denselayer1.norm1`` as ``denselayer1.norm.1``: they must load as published."""
+    from torchvision.models import DenseNet121_Weights
+
+    from cnnbase.backbones import weights_cache_path
+
+    src = load_backbone("densenet121", "random", seed=3)
+    old_style = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v for k, v in src.model.state_dict().items()}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in old_style
+    path = weights_cache_path(DenseNet121_Weights.IMAGENET1K_V1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(old_style, path)
+    bb = load_backbone("densenet121", allow_download=False)
+    for k, v in src.model.state_dict().items():
+        assert torch.equal(bb.model.state_dict()[k], v), k
+
+
 def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
     class Evil:
         def __reduce__(self):  # type: ignore[no-untyped-def]
@@ -212,3 +230,180 @@ def test_store_features_equal_direct_forward(tmp_path: Path, random_folder: Path
         f = load_features("alexnet", str(random_folder), split="all", layer=layer, opts=opts, ctx=ctx)
         order = [ds_paths.index(random_folder / i) for i in f.ids]
         np.testing.assert_allclose(np.asarray(f.array), ref[layer][order], rtol=1e-4, atol=1e-5)
+
+
+# Default layers name nodes that torchvision's feature extraction accepts, for every registered model. RegNets compute
+# their widths while they are built, so they cannot be built on the meta device: the two smallest, built for real,
+# stand for their class.
+_REAL_BUILD = {"regnet_x_400mf", "regnet_y_400mf"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [n for n in list_backbones() if not n.startswith("regnet") or n in _REAL_BUILD]
+)  # fmt: skip
+def test_default_layer_is_a_feature_extraction_node(name: str) -> None:
+    """The default layer, ``pool`` and ``logits`` of every model are nodes of ``get_graph_node_names`` (eval), the
+    names ``create_feature_extractor`` accepts; before, ViTs tapped FX's own ``getitem_29`` and every ViT failed."""
+    import warnings
+
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    from cnnbase.backbones import BACKBONES
+    from cnnbase.backbones.torchvision_ import compute_aliases
+
+    spec = BACKBONES.get(name)
+    with warnings.catch_warnings(), torch.device("cpu" if name in _REAL_BUILD else "meta"):
+        warnings.simplefilter("ignore")  # init-scheme notices, train/eval graph differences: not what this is about
+        model = spec.builder()
+        taps = compute_aliases(spec, model)
+        eval_nodes = get_graph_node_names(model)[1]
+    for alias in {spec.default_layer, "pool", "logits"}:
+        assert taps[alias].node in eval_nodes, (alias, taps[alias].node)
+
+
+@pytest.mark.parametrize(
+    ("model", "node", "dim"),
+    [("vit_b_32", "getitem_5", 768), ("swin_t", "flatten", 768), ("convnext_tiny", "classifier.1", 768)],
+)
+def test_extraction_at_the_default_layer_of_unusual_graphs(model: str, node: str, dim: int) -> None:
+    """ViT (class token taken by indexing), Swin and ConvNeXt: the default layer extracts, and it is the vector the
+    final linear classifier reads (that layer applied to it gives the model's logits)."""
+    bb = load_backbone(model, "random")
+    tap = bb.resolve_layer(None)
+    assert tap.name == "pool" and tap.node == node
+    gm = create_feature_extractor(bb.model, [tap.node]).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        pooled = gm(x)[tap.node]
+        head = [m for m in bb.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        assert pooled.shape == (1, dim)
+        torch.testing.assert_close(head(pooled), bb.model(x))
+
+
+def _cached_alexnet() -> Path:
+    from torchvision.models import AlexNet_Weights
+
+    from cnnbase.backbones import weights_cache_path
+
+    path = weights_cache_path(AlexNet_Weights.IMAGENET1K_V1)  # under the test's own TORCH_HOME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _no_download(*args, **kwargs):  # type: ignore[no-untyped-def]
+    raise AssertionError("a cached file was there: nothing should be downloaded")
+
+
+def _truncated_checkpoint(path: Path) -> None:
+    torch.save({"w": torch.zeros(4096)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("empty", "the file is empty"), ("text", "it starts with b'garbage"), ("truncated", "probably cut short")],
+)
+def test_damaged_cached_weights_say_so(kind: str, reason: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged file in torch's cache: one line naming it and how to fix it, never 'could not be downloaded', never
+    a download attempt over it, never random weights. Before: 'Aborted.' (empty), a ValueError (text), or the
+    false 'not in the torch cache' (truncated)."""
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _no_download)
+    path = _cached_alexnet()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("garbage\n")
+    else:
+        _truncated_checkpoint(path)
+    with pytest.raises(WeightsError) as exc:
+        load_backbone("alexnet")
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"cached weights file {path} is damaged (")
+    assert reason in msg and "delete it and run again" in msg and "--weights PATH.pth" in msg
+    assert "could not be downloaded" not in msg
+
+
+def test_damaged_cached_weights_through_the_cli(random_folder: Path, tmp_path: Path) -> None:
+    """The empty cached file through the CLI: the error line and exit status 1, not click's 'Aborted.'."""
+    from typer.testing import CliRunner
+
+    from cnnbase.cli import app
+
+    path = _cached_alexnet()
+    path.write_bytes(b"")
+    r = CliRunner().invoke(app, ["extract", "alexnet", str(random_folder), "--store", str(tmp_path / "s"),
+                                 "--workers", "0", "--no-progress"], catch_exceptions=False)  # fmt: skip
+    assert r.exit_code == 1
+    assert "is damaged (the file is empty)" in r.output and "Aborted" not in r.output and "Traceback" not in r.output
+
+
+def test_failed_download_is_one_line_without_torchs_downloading_line(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline: the user sees only the error, not torch.hub's 'Downloading: "URL" to PATH' before it."""
+    import urllib.error
+
+    def offline(url: str, dst: str, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsError, match="not in the torch cache .* could not be downloaded .*Name or service"):
+        load_backbone("alexnet")
+    out, err = capfd.readouterr()
+    assert "Downloading" not in out + err
+
+
+def test_downloaded_weights_are_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The download path: the file is fetched to torch's cache (here by a fake that writes a state_dict), then loaded."""
+    from torchvision.models import SqueezeNet1_1_Weights
+
+    from cnnbase.backbones import weights_cache_path
+
+    src = load_backbone("squeezenet1_1", "random", seed=4)
+    fetched = []
+
+    def fake(url: str, dst: str, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        fetched.append(url)
+        torch.save(src.model.state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake)
+    bb = load_backbone("squeezenet1_1")
+    assert fetched == [SqueezeNet1_1_Weights.IMAGENET1K_V1.url]
+    assert weights_cache_path(SqueezeNet1_1_Weights.IMAGENET1K_V1).is_file()
+    assert bb.weights_id == "torchvision:SqueezeNet1_1_Weights.IMAGENET1K_V1"
+    assert all(torch.equal(v, src.model.state_dict()[k]) for k, v in bb.model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("empty", "is not a PyTorch checkpoint (the file is empty)"),
+        ("text", "is not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle"),
+        ("bytes", "is not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle"),
+        ("truncated", "is damaged (a broken zip archive, probably cut short)"),
+        ("module", "safely: it pickles torch.nn.modules.linear.Linear (a whole model, not its state_dict)"),
+    ],
+)
+def test_bad_checkpoint_files_say_what_they_are(kind: str, expected: str, tmp_path: Path) -> None:
+    """--weights PATH that is no state_dict: empty (was an IndexError), text or random bytes (was 'cannot load
+    safely' with torch's weights_only notice), cut short, or a whole pickled module (was torch's message with ANSI
+    codes, cut mid-sentence). Each is one plain line ending with the fix."""
+    p = tmp_path / f"{kind}.pth"
+    if kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "text":
+        p.write_text("garbage\n")
+    elif kind == "bytes":
+        p.write_bytes(bytes(range(7, 256)) * 4)
+    elif kind == "truncated":
+        _truncated_checkpoint(p)
+    else:
+        torch.save(torch.nn.Linear(2, 2), p)
+    with pytest.raises(WeightsError) as exc:
+        load_backbone("tiny_cnn", p)
+    msg = str(exc.value)
+    assert expected in msg and str(p) in msg, msg
+    assert "\n" not in msg and "\x1b" not in msg and "weights_only` argument" not in msg
+    assert msg.endswith("torch.save(model.state_dict(), path)")

@@ -10,7 +10,10 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import re
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -110,15 +113,77 @@ def build_loaded(builder, state: dict[str, torch.Tensor]):  # type: ignore[no-un
     return model, model.load_state_dict(state, strict=False)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _first_sentence(text: str, limit: int = 120) -> str:
+    """torch's error text as a clause of a one-line message: ANSI codes gone, whitespace collapsed, first sentence."""
+    text = " ".join(_ANSI.sub("", text).split())
+    text = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].rstrip(".")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _load_failure(path: Path, exc: BaseException) -> tuple[str, str]:
+    """Why ``torch.load(path, weights_only=True)`` raised ``exc``: (kind, reason), kind one of
+
+    ``"unsafe"`` (a real pickle that holds more than tensors: only unsafe unpickling would load it),
+    ``"not"`` (not a file ``torch.save`` wrote: empty, text, random bytes, another format) and
+    ``"damaged"`` (``torch.save``'s format, but cut short or corrupt).
+    """
+    msg = _ANSI.sub("", str(exc))
+    unsafe = re.search(r"Unsupported (?:global: GLOBAL|class) ([\w.]+)", msg)
+    if unsafe:
+        what = unsafe.group(1).rstrip(".")
+        whole = " (a whole model, not its state_dict)" if what.startswith(("torch.nn.", "torchvision.models.")) else ""
+        return "unsafe", f"it pickles {what}{whole}, which weights_only=True refuses because unpickling it can run code"
+    if "TorchScript" in msg:
+        return "unsafe", "it is a TorchScript archive (torch.jit.save), not a state_dict"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return "damaged", f"cannot read it: {e.strerror or e}"
+    if not head:
+        return "not", "the file is empty"
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip archive
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "damaged", "a broken zip archive, probably cut short"
+        if not any(n.endswith("data.pkl") for n in names):
+            return "not", "a zip archive without the data.pkl that torch.save writes"
+        return "damaged", _first_sentence(msg) or type(exc).__name__
+    if head.startswith(b"\x80\x02\x8a\x0a"):  # torch.save's legacy format: a pickle opening with its magic number
+        if isinstance(exc, EOFError) or not msg:
+            return "damaged", "the file ends early, probably cut short"
+        return "damaged", _first_sentence(msg) or type(exc).__name__
+    if head[0] == 0x80:
+        return "not", "a pickle that torch.save did not write"
+    return "not", f"neither torch.save's zip archive nor a pickle; it starts with {head[:8]!r}"
+
+
 def _load_checkpoint(builder, path: Path) -> nn.Module:  # type: ignore[no-untyped-def]
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"checkpoint {path} not found; check the --weights path") from None
-    except Exception as exc:  # weights_only refuses arbitrary objects; corrupt files fail here too
-        msg = str(exc).splitlines()[0][:200]
+    except IsADirectoryError:
+        raise WeightsError(f"checkpoint {path} is a folder, not a file; pass the .pth file in it to --weights") from None
+    except Exception as exc:  # weights_only refuses arbitrary objects; empty, foreign and corrupt files fail here too
+        kind, reason = _load_failure(path, exc)
+        if kind == "unsafe":
+            raise WeightsError(
+                f"cannot load checkpoint {path} safely: {reason}; save the weights alone with "
+                "torch.save(model.state_dict(), path)"
+            ) from None
+        if kind == "not":
+            raise WeightsError(
+                f"{path} is not a PyTorch checkpoint ({reason}); pass a file saved with torch.save(model.state_dict(), path)"
+            ) from None
         raise WeightsError(
-            f"cannot load checkpoint {path} safely ({msg}); save a plain state_dict with torch.save(model.state_dict(), path)"
+            f"checkpoint {path} is damaged ({reason}); copy it again, or save it again with "
+            "torch.save(model.state_dict(), path)"
         ) from None
     if isinstance(obj, dict):
         for k in ("state_dict", "model", "model_state_dict"):
@@ -142,6 +207,52 @@ def _load_checkpoint(builder, path: Path) -> nn.Module:  # type: ignore[no-untyp
             "pass the MODEL the checkpoint was trained with"
         )
     return model
+
+
+def _download(entry: object, name: str, cached: Path) -> None:
+    """Fetch ``entry``'s file into torch's cache (a progress bar on stderr), or say in one line how to get it.
+
+    torch.hub's own loader would print ``Downloading: "URL" to PATH`` before a download that then fails; done here,
+    the one line the user sees is the error.
+    """
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(entry.url, os.fspath(cached), progress=True)  # type: ignore[attr-defined]
+    except (OSError, RuntimeError, http.client.HTTPException) as exc:  # URLError is an OSError
+        raise WeightsError(
+            f"weights {entry} for {name} are not in the torch cache ({cached}) and could not be downloaded "
+            f"({_first_sentence(str(exc) or type(exc).__name__)}); download {entry.url} to that path, "  # type: ignore[attr-defined]
+            "pass --weights PATH.pth, or --weights random"
+        ) from None
+
+
+def _load_cached(cached: Path) -> dict[str, torch.Tensor]:
+    """The state_dict in torch's cache (``weights_only=True``); a file there that does not load is reported as
+    damaged, never replaced by random weights."""
+    try:
+        state = torch.load(cached, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - empty, truncated, foreign or unsafe: all mean "fetch it again"
+        reason = _load_failure(cached, exc)[1]
+    else:
+        if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+            return state
+        reason = "it does not hold a state_dict of tensors"
+    raise WeightsError(
+        f"cached weights file {cached} is damaged ({reason}); delete it and run again to download it, "
+        "or pass --weights PATH.pth"
+    )
+
+
+# torchvision's published DenseNet files predate its module names: ``denselayer1.norm.1.weight`` is the module
+# ``denselayer1.norm1``'s weight (torchvision renames them when it loads them itself)
+_DENSENET_OLD_KEY = re.compile(r"^(.*\.denselayer\d+\.(?:norm|relu|conv))\.([12]\..+)$")
+
+
+def _published_names(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with the keys of a published torchvision file renamed to the module names ``name`` has now."""
+    if not name.startswith("densenet"):
+        return state
+    return {(m.group(1) + m.group(2) if (m := _DENSENET_OLD_KEY.match(k)) else k): v for k, v in state.items()}
 
 
 def load_backbone(
@@ -185,18 +296,20 @@ def load_backbone(
             options = ", ".join(spec.weights_enum.__members__)
             raise WeightsError(f"{name} has no weights {tag!r}; choose one of {options}, a .pth path, or random") from None
         cached = weights_cache_path(entry)
-        if not cached.is_file() and not allow_download:
-            raise WeightsError(
-                f"weights {entry} for {name} are not in the torch cache ({cached}); download {entry.url} to that path "
-                "on a machine with internet, pass --weights PATH.pth, or --weights random to use random weights"
-            )
+        if not cached.is_file():
+            if not allow_download:
+                raise WeightsError(
+                    f"weights {entry} for {name} are not in the torch cache ({cached}); download {entry.url} to that "
+                    "path on a machine with internet, pass --weights PATH.pth, or --weights random to use random weights"
+                )
+            _download(entry, name, cached)
         try:
-            model, result = build_loaded(spec.builder, entry.get_state_dict(progress=True, check_hash=False))
-        except (OSError, RuntimeError) as exc:  # URLError is an OSError
+            model, result = build_loaded(spec.builder, _published_names(name, _load_cached(cached)))
+        except RuntimeError as exc:  # a tensor of the wrong shape
             raise WeightsError(
-                f"weights {entry} for {name} are not in the torch cache ({cached}) and could not be downloaded "
-                f"({str(exc).splitlines()[0][:120]}); download {entry.url} to that path, pass --weights PATH.pth, "
-                "or --weights random"
+                f"weights {entry} do not fit {name} ({_first_sentence(str(exc).strip().rsplit(chr(10), 1)[-1], 160)}); "
+                f"delete {cached} "
+                "so that it is downloaded again"
             ) from None
         if result.missing_keys or result.unexpected_keys:
             raise WeightsError(

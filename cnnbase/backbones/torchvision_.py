@@ -18,7 +18,7 @@ from typing import Any
 
 import torchvision
 from torch import fx, nn
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+from torchvision.models import feature_extraction
 
 from ..registry import Registry
 from .spec import BackboneSpec, LayerTap, Preprocess
@@ -91,30 +91,50 @@ def _sequential_aliases(model: nn.Module, vgg: bool) -> dict[str, LayerTap]:
     return taps
 
 
+def eval_graph(model: nn.Module) -> tuple[fx.Graph, dict[fx.Node, str]]:
+    """``model``'s eval-mode FX graph, traced as torchvision's feature extraction traces it, with each node's name.
+
+    The names are those of ``get_graph_node_names`` and ``create_feature_extractor`` (``heads.head``,
+    ``encoder.layers.encoder_layer_11.add_1``, ``getitem_5``), not FX's own ``node.name`` (``getitem_29``), which
+    counts every op of the whole trace, nor ``node.target``, which misses the ``_1`` of a module called twice.
+    """
+    # the tracer settings get_graph_node_names uses (torchvision ops as leaves): the same settings, the same names
+    defaults = getattr(feature_extraction, "_set_default_tracer_kwargs", None)
+    tracer = feature_extraction.NodePathTracer(**(defaults(None) if defaults is not None else {}))
+    was_training = model.training
+    try:
+        graph = tracer.trace(model.eval())
+    finally:
+        model.train(was_training)
+    return graph, dict(tracer.node_to_qualname)
+
+
 def penultimate_node(model: nn.Module) -> tuple[str, str]:
-    """(node feeding the final classifier op, final node) of the eval graph, found by FX tracing."""
-    _, eval_nodes = get_graph_node_names(model)
+    """(node feeding the final classifier op, final node) of the eval graph, found by FX tracing.
+
+    Both are names that ``create_feature_extractor`` accepts (they are in ``get_graph_node_names(model)[1]``).
+    """
+    graph, names = eval_graph(model)
+    eval_nodes = list(names.values())
     last = eval_nodes[-1]
-    gm = create_feature_extractor(model, return_nodes=[last])
-    out = [n for n in gm.graph.nodes if n.op == "output"][0]
+    out = [n for n in graph.nodes if n.op == "output"][0]
     node = out.args[0]
-    node = node[last] if isinstance(node, dict) else node
+    while isinstance(node, (tuple, list)) and node:  # a model returning several outputs: the first is the logits
+        node = node[0]
     while isinstance(node, fx.Node) and node.op != "placeholder":
         args = [a for a in node.args if isinstance(a, fx.Node)]
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Linear):
+        if node.op == "call_module" and isinstance(model.get_submodule(node.target), nn.Linear):
             prev = args[0]
             # skip eval-time identities (dropout) so the tap is the pooled vector itself
-            while prev.op == "call_module" and isinstance(gm.get_submodule(prev.target), nn.Dropout):
+            while prev.op == "call_module" and isinstance(model.get_submodule(prev.target), nn.Dropout):
                 prev = [a for a in prev.args if isinstance(a, fx.Node)][0]
-            return _node_name(prev), last
+            if prev in names:
+                return names[prev], last
+            break
         if not args:
             break
         node = args[0]
     return eval_nodes[-2], last
-
-
-def _node_name(node: fx.Node) -> str:
-    return node.target if node.op == "call_module" else node.name
 
 
 def compute_aliases(spec: BackboneSpec, model: nn.Module) -> dict[str, LayerTap]:
