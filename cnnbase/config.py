@@ -92,12 +92,40 @@ def datasets_file(path: str | os.PathLike[str] | None = None) -> Path:
     return local if local.is_file() else resource_path("datasets.yaml")
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one readable line: ``line 3, column 6: expected ',' or '}', but got ':' (while parsing a flow
+    mapping started at line 2, column 8)``, instead of the parser's multi-line caret art."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(exc).split())
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context:
+        text += f" ({context}" + (f" started at line {cmark.line + 1}, column {cmark.column + 1}" if cmark is not None else "") + ")"
+    return text
+
+
+def read_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` of a UTF-8 file; an unreadable file, bad encoding or bad syntax is one :class:`ConfigError`
+    line naming the file (and the line and column)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: bad YAML at {yaml_problem(exc)}; fix the syntax there") from None
+
+
 @lru_cache(maxsize=8)
 def _load(path: Path, mtime: float) -> dict[str, DatasetConfig]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}".replace("\n", " ")) from None
+    raw = read_yaml(path) or {}
     entries = raw.get("datasets", raw) if isinstance(raw, dict) else None
     entries = {} if entries is None and isinstance(raw, dict) else entries
     if not isinstance(entries, dict):

@@ -37,7 +37,17 @@ def texture(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_texture_dataset(root: Path, *, per_class: int = 40, test_per_class: int = 10, size: int = 96, seed: int = 0) -> Path:
-    """Write ``root/{train,test}/<class>/<n>.jpg`` (skipped if already complete); returns ``root``."""
+    """Write ``root/{train,test}/<class>/<n>.jpg`` (skipped if already complete); returns ``root``.
+
+    Each class needs at least one training and one test image: ``1 <= test_per_class < per_class``.
+    """
+    if not 1 <= test_per_class < per_class:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"{per_class} image(s) per class with {test_per_class} for testing leaves a split empty; give per_class 2 or "
+            "more and test_per_class between 1 and per_class - 1"
+        )
     root = Path(root)
     marker = root / ".complete"
     if marker.is_file() and marker.read_text() == f"{per_class},{test_per_class},{size},{seed}":

@@ -81,10 +81,9 @@ def load_card(card: str | os.PathLike[str], *, datasets: str | os.PathLike[str] 
         ConfigError: unreadable file or a schema error, as one line naming the key.
     """
     p = _card_path(card)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read card {p}: {exc}".replace("\n", " ")) from None
+    from .config import read_yaml
+
+    data = read_yaml(p)  # one line naming the file, and the line and column of a syntax error
     if not isinstance(data, dict):
         raise ConfigError(f"card {p}: expected a mapping at the top level, got {_show(data)}")
     if data.get("protocol") == "transfer":

@@ -150,7 +150,7 @@ def test_revisited_queries_crop_as_the_card_says(card: dict, tmp_path: Path, que
 def test_unreadable_or_missing_cards(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ConfigError, match="cannot read card"):
+    with pytest.raises(ConfigError, match="bad.yaml: bad YAML at line 2, column 1: .*; fix the syntax there"):
         load_card(bad)
     with pytest.raises(ConfigError, match="no protocol card 'nosuch'"):
         load_card("nosuch")

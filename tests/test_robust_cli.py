@@ -143,3 +143,28 @@ def test_truncated_records_file(tmp_path: Path) -> None:
     rc, err = run(tmp_path, "board", "leaderboard", "--results", str(res))
     assert rc == 1
     assert one_line_error(err).startswith(f"error: {res}:2: not a JSON record")
+
+
+@pytest.mark.parametrize("where", ["under a file", "read-only folder"])
+def test_unwritable_out_is_one_line(where: str, tmp_path: Path) -> None:
+    """An OSError (a path under a regular file; a read-only folder) is one line on stderr, exit 1, no traceback."""
+    import os
+
+    if where == "read-only folder" and (not hasattr(os, "geteuid") or os.geteuid() == 0):
+        pytest.skip("root ignores folder permissions")
+    res = tmp_path / "records.jsonl"
+    res.write_text('{"run_id": "a", "dataset": "d", "metric": "accuracy", "value": 0.5}\n')
+    parent = tmp_path / "blocked"
+    if where == "under a file":
+        parent.write_text("a file, not a folder")
+    else:
+        parent.mkdir()
+        parent.chmod(0o555)
+    try:
+        rc, err = run(tmp_path, "ro", "leaderboard", "--results", str(res), "-f", "csv", "--out", str(parent / "t.csv"))
+    finally:
+        if parent.is_dir():
+            parent.chmod(0o755)
+    assert rc == 1
+    line = one_line_error(err)
+    assert line.startswith(f"error: cannot write {parent}") and "choose a writable --out, or fix its permissions" in line

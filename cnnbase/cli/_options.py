@@ -11,13 +11,39 @@ ModelArg = Annotated[str, typer.Argument(help="Backbone name (see `cnnbase model
 DatasetArg = Annotated[
     str, typer.Argument(help="A dataset from datasets.yaml (e.g. voc2007), an image folder (root/<class>/*), or a list file.")
 ]
+
+
+def _nonempty_layer(value: str | None) -> str | None:
+    """Refuse ``--layer ''`` (or ``--layer ,``): it would select no layer and do nothing, silently."""
+    if value is not None and not any(v.strip() for v in value.split(",")):
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"empty --layer {value!r}; give a layer alias or graph node (see `cnnbase models layers MODEL`), "
+            "or leave --layer out for the model's default"
+        )
+    return value
+
+
 LayerOpt = Annotated[
     str | None,
-    typer.Option("--layer", "-l", help="Layer alias or graph node (see `cnnbase models layers MODEL`); default: the model's fc layer."),
+    typer.Option(
+        "--layer",
+        "-l",
+        callback=_nonempty_layer,
+        help="Layer alias or graph node (see `cnnbase models layers MODEL`); default: the model's default layer (fc6 for "
+        "AlexNet/VGG, the pooled vector `pool` for ResNet and the others; see `cnnbase models list`).",
+    ),
 ]
 LayersOpt = Annotated[
     str | None,
-    typer.Option("--layer", "-l", help="Comma-separated layers, all from one forward pass (e.g. fc6,fc7,pool5)."),
+    typer.Option(
+        "--layer",
+        "-l",
+        callback=_nonempty_layer,
+        help="Comma-separated layers, all from one forward pass (e.g. fc6,fc7,pool5); default: the model's default "
+        "layer (see `cnnbase models list`).",
+    ),
 ]
 WeightsOpt = Annotated[
     str | None,
@@ -32,7 +58,10 @@ StoreOpt = Annotated[
 ]
 ResultsOpt = Annotated[Path | None, typer.Option("--results", help="Records file (default: results/records.jsonl).")]
 RootOpt = Annotated[str | None, typer.Option("--root", help="Dataset root folder, overriding datasets.yaml.")]
-DatasetsOpt = Annotated[str | None, typer.Option("--datasets", help="The datasets.yaml to read (default: ./datasets.yaml, else the packaged one).")]
+DatasetsOpt = Annotated[
+    str | None,
+    typer.Option("--datasets", help="The datasets.yaml to read (default: $CNNBASE_DATASETS, else ./datasets.yaml, else the packaged one)."),
+]
 PreprocessOpt = Annotated[
     str | None,
     typer.Option(
@@ -50,9 +79,9 @@ PrecisionOpt = Annotated[
     ),
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Storage dtype of features: float32 or float16.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Network inputs per forward pass (an image with 16 jitter views counts 16).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Network inputs per forward pass (an image with 16 jitter views counts 16).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Device for feature extraction: auto (CUDA when torch sees it, else the CPU), cpu, cuda or cuda:N (recorded in the manifest).")]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Decoding processes running alongside the model; 0 decodes in this process, on every core, in turns with the model. Default on the CPU: planned from a short timing of decoding and the model for 1,000 network inputs or more (usually 0 on few cores), recorded in the manifest; 0 on smaller runs.")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", min=0, help="Decoding processes running alongside the model; 0 decodes in this process, on every core, in turns with the model. Default on the CPU: planned from a short timing of decoding and the model for 1,000 network inputs or more (usually 0 on few cores), recorded in the manifest; 0 on smaller runs.")]
 CompileOpt = Annotated[
     bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model (default: only when the eager model would run a minute or more, where compiling repays its 5-25 s).")
 ]
@@ -67,7 +96,14 @@ CGridOpt = Annotated[
 FoldsOpt = Annotated[int, typer.Option("--folds", help="Cross-validation folds for choosing C.")]
 ModeOpt = Annotated[str, typer.Option("--mode", help="ovr (one-vs-rest) or ovo (one-vs-one with voting, as Razavian for MIT-67/CUB/Flowers).")]
 SolverOpt = Annotated[str, typer.Option("--solver", help="auto (batched torch solver), liblinear (scikit-learn's LinearSVC) or torch.")]
-NormOpt = Annotated[str, typer.Option("--norm", help="Feature normalisation at evaluation time: l2 (default), l2+power2, none.")]
+NormOpt = Annotated[
+    str,
+    typer.Option(
+        "--norm",
+        help="How features are normalised when read from the store (which keeps raw activations), for SVM training and "
+        "testing alike and for retrieval ranking: l2, l2+power2 (L2, signed square, L2) or none.",
+    ),
+]
 
 
 def parse_c(value: str | None) -> tuple[float, ...] | float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -57,7 +58,8 @@ class ImageProgress:
                 transient=False,
             )
             self.progress.__enter__()
-            self.task = self.progress.add_task(self.description, total=self.total, resumed=0)
+            # the description holds a dataset name (a folder may be called "s[red]"): text, not markup
+            self.task = self.progress.add_task(escape(self.description), total=self.total, resumed=0)
         return self
 
     def advance(self, n: int, *, skip: bool = False) -> None:

@@ -24,6 +24,7 @@ datasets_app = typer.Typer(
 app.add_typer(datasets_app, name="datasets")
 
 NameArg = Annotated[str, typer.Argument(help="A dataset from datasets.yaml (see `cnnbase datasets list`), or an image folder / list file.")]
+DownloadNameArg = Annotated[str, typer.Argument(help="A dataset from datasets.yaml (see `cnnbase datasets list`).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 ImagesOpt = Annotated[bool, typer.Option("--images/--no-images", help="Count missing image files (no decoding).")]
 
@@ -37,15 +38,18 @@ def list_datasets(datasets: DatasetsOpt = None) -> None:
     from ..datasets.verify import locate
 
     configs = load_dataset_configs(datasets)
-    table = Table(title=f"datasets ({datasets_file(datasets)})", title_justify="left")
-    for col in ("name", "task", "metric", "found", "root"):
-        table.add_column(col, no_wrap=col != "root", overflow="fold")
+    table = Table(title=f"datasets ({escape(str(datasets_file(datasets)))})", title_justify="left")
+    for col in ("name", "task", "adapter", "metric", "found", "root"):
+        table.add_column(col, overflow="fold")  # a narrow terminal folds cells rather than hiding the root
     missing = []
     for name, cfg in configs.items():
         found, what = locate(cfg)
         if not found and cfg.root.exists():
             missing.append(f"{name}: {what}")
-        table.add_row(name, cfg.task, cfg.metric, "[green]yes[/]" if found else "[red]no[/]", escape(str(cfg.root)))
+        table.add_row(
+            escape(name), escape(str(cfg.task)), escape(str(cfg.adapter)), escape(str(cfg.metric)),
+            "[green]yes[/]" if found else "[red]no[/]", escape(str(cfg.root)),
+        )
     console.print(table)
     for line in missing:
         console.print(f"[dim]{escape(line)}[/]", highlight=False)
@@ -71,17 +75,17 @@ def verify_dataset(name: NameArg, root: RootOpt = None, json_out: JsonOpt = Fals
         from ..errors import DatasetError
 
         raise DatasetError(rep.error or f"{name}: unreadable")
-    head = f"[bold]{escape(rep.name)}[/] ({rep.task}, adapter {rep.adapter or '-'}) at {escape(rep.root)}"
+    head = f"[bold]{escape(rep.name)}[/] ({escape(str(rep.task))}, adapter {escape(str(rep.adapter or '-'))}) at {escape(rep.root)}"
     table = Table(title=head, title_justify="left")
     items = "objects" if rep.task == "attributes" else "images"  # aPascal/aYahoo count annotated objects, several per file
     for col in ("split", items, "missing files", "published", "match"):
         table.add_column(col, justify="right" if col != "split" else "left")
     for c in rep.splits:
-        table.add_row(c.what, _n(c.found), _n(c.missing_images), _n(c.published), f"[{_STYLE[c.status]}]{c.status}[/]")
+        table.add_row(escape(c.what), _n(c.found), _n(c.missing_images), _n(c.published), f"[{_STYLE[c.status]}]{c.status}[/]")
     if rep.counts:
         table.add_section()
         for c in rep.counts:
-            table.add_row(c.what, _n(c.found), "", _n(c.published), f"[{_STYLE[c.status]}]{c.status}[/]")
+            table.add_row(escape(c.what), _n(c.found), "", _n(c.published), f"[{_STYLE[c.status]}]{c.status}[/]")
     console.print(table)
     for note in rep.notes:
         console.print(f"[dim]note:[/] {escape(note)}", highlight=False)
@@ -101,7 +105,7 @@ def verify_dataset(name: NameArg, root: RootOpt = None, json_out: JsonOpt = Fals
 
 @datasets_app.command("download")
 def download(
-    name: NameArg,
+    name: DownloadNameArg,
     root: RootOpt = None,
     retries: Annotated[int, typer.Option("--retries", help="Reconnect this many times when a transfer breaks (each resumes).")] = 5,
     datasets: DatasetsOpt = None,
@@ -124,21 +128,24 @@ def download(
     if not file_specs(cfg):
         found, _ = locate(cfg, target)
         if found:
-            console.print(f"[green]{name}[/] is already at {escape(str(target))}; nothing to download (check it with `cnnbase datasets verify {name}`)")
+            console.print(
+                f"[green]{escape(name)}[/] is already at {escape(str(target))}; nothing to download "
+                f"(check it with `cnnbase datasets verify {escape(name)}`)", soft_wrap=True
+            )
             return
-        console.print(f"[bold]{name}[/] cannot be downloaded automatically.\n{escape(manual_instructions(cfg, target))}", highlight=False)
+        console.print(f"[bold]{escape(name)}[/] cannot be downloaded automatically.\n{escape(manual_instructions(cfg, target))}", highlight=False)
         raise typer.Exit(1)
     with progress_bar(err_console) as bar:
         results = download_dataset(cfg, target, progress=bar, retries=retries)
     for r in results:
         state = "already there" if r.skipped else "downloaded"
-        line = f"{r.spec.filename}: {state}, sha256 {r.sha256}"
+        line = f"{escape(str(r.spec.filename))}: {state}, sha256 {r.sha256}"
         if not r.pinned:
             line += " [yellow](no checksum pinned in datasets.yaml; pin this one)[/]"
         if r.unpacked_into is not None:
             line += f", unpacked into {escape(str(r.unpacked_into))}"
         console.print(line, highlight=False)
-    console.print(f"next: `cnnbase datasets verify {name}" + (f" --root {escape(str(target))}" if root else "") + "`")
+    console.print(f"next: `cnnbase datasets verify {escape(name)}" + (f" --root {escape(str(target))}" if root else "") + "`", soft_wrap=True)
 
 
 def _n(v: int | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from . import app
 from ._console import console, err_console
@@ -14,7 +15,9 @@ from ._console import console, err_console
 def demo(
     out: Path | None = typer.Option(None, "--out", help="Working folder (default: $CNNBASE_HOME/demo)."),
     model: str = typer.Option("alexnet", "--model", help="Backbone to demo."),
-    per_class: int = typer.Option(40, "--per-class", help="Generated images per class (a quarter of them for testing)."),
+    per_class: int = typer.Option(
+        40, "--per-class", min=2, help="Generated images per class (a quarter of them, at least one, for testing; 2 or more)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Run extract → train-svm → evaluate (classification and retrieval) → leaderboard on a generated image set.
@@ -37,11 +40,11 @@ def demo(
         w = spec.weights_enum.DEFAULT
         if is_cached(w):
             weights = None
-            console.print(f"using pretrained {w} from the torch cache")
+            console.print(f"using pretrained {w} from the torch cache", soft_wrap=True)
         else:
             console.print(
-                f"[yellow]no pretrained {model} weights in the torch cache ({weights_cache_path(w)}): "
-                "this demo uses RANDOM weights[/] (download them there for real features)"
+                f"[yellow]no pretrained {escape(model)} weights in the torch cache ({escape(str(weights_cache_path(w)))}): "
+                "this demo uses RANDOM weights[/] (download them there for real features)", soft_wrap=True
             )
     results = work / "records.jsonl"
     if results.exists():
@@ -49,8 +52,8 @@ def demo(
     ctx = make_context(work / "store", None, None, progress, results)
     opts = FeatureOptions(weights=weights)
     svm = SVMOptions()
-    console.print(f"data: {data} (4 texture classes, colours random; mean-colour baseline accuracy "
-                  f"{100 * mean_colour_baseline(data):.0f}%, chance 25%)")
+    console.print(f"data: {escape(str(data))} (4 texture classes, colours random; mean-colour baseline accuracy "
+                  f"{100 * mean_colour_baseline(data):.0f}%, chance 25%)", soft_wrap=True)
     layers = ["fc6", "fc7"] if "fc7" in _aliases(model) else [None]
     if None not in layers:
         extract(model, str(data), layers=layers, opts=opts, ctx=ctx)  # both layers from one forward pass
@@ -60,8 +63,9 @@ def demo(
             err_console.print(f"  {rec['layer']:>5} {task:<15} {rec['metric']} = {100 * rec['value']:.1f}")
     table = build_table(read_records(results))
     console.print()
-    console.print(render(table, "md"))
-    console.print(f"records: {results}\nrender again: cnnbase leaderboard --results {results} --format latex")
+    console.print(render(table, "md"), markup=False, highlight=False)
+    console.print(f"records: {escape(str(results))}", soft_wrap=True)
+    console.print(f"render again: cnnbase leaderboard --results {escape(str(results))} --format latex", soft_wrap=True)
 
 
 def _aliases(model: str) -> set[str]:

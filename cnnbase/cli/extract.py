@@ -87,4 +87,7 @@ def extract(
     entries = run_extract(model, dataset, layers=layer, splits=split.split(",") if split else None, opts=opts, ctx=ctx)
     for e in entries:
         m = e.manifest() or {}
-        console.print(f"{m.get('fields', {}).get('split', '?'):>10}  {e.path.name}  shape {tuple(m.get('shape', []))}  key {e.key[:12]}")
+        console.print(
+            f"{m.get('fields', {}).get('split', '?'):>10}  {e.path.name}  shape {tuple(m.get('shape', []))}  key {e.key[:12]}",
+            markup=False, soft_wrap=True,
+        )

@@ -16,9 +16,13 @@ app.add_typer(models_app, name="models")
 def list_models(pattern: str | None = typer.Argument(None, help="fnmatch pattern, e.g. 'resnet*'.")) -> None:
     """List backbones with their default weights, whether those are in the torch cache, and the default layer."""
     from ..backbones import BACKBONES, is_cached
+    from ..errors import ConfigError
 
+    names = BACKBONES.list(pattern)
+    if not names:
+        raise ConfigError(f"no model matches {pattern!r}; see `cnnbase models list` for every name")
     t = Table("model", "default weights", "cached", "default layer", "preprocess", header_style="bold")
-    for name in BACKBONES.list(pattern):
+    for name in names:
         spec = BACKBONES.get(name)
         if spec.weights_enum is not None:
             w = spec.weights_enum.DEFAULT
@@ -59,4 +63,4 @@ def layers(
         t.add_row(alias + default, tap.node, str(shape), f"{dim:,}", tap.doc)
     console.print(t)
     if nodes:
-        console.print("graph nodes: " + ", ".join(bb.graph_nodes))
+        console.print("graph nodes: " + ", ".join(bb.graph_nodes), markup=False)

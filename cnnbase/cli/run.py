@@ -9,7 +9,6 @@ from ._console import console
 from ._options import (
     BadImageOpt,
     BatchOpt,
-    CompileOpt,
     DatasetsOpt,
     DeviceOpt,
     PreprocessOpt,
@@ -19,6 +18,7 @@ from ._options import (
     StoreOpt,
     WeightsOpt,
     WorkersOpt,
+    _nonempty_layer,
     parse_c,
 )
 
@@ -30,7 +30,7 @@ def run(
     weights: WeightsOpt = None,
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="Only these datasets of the card, comma-separated (not a deviation)."),
     variant: str | None = typer.Option(None, "--variant", help="Only these variants, comma-separated, e.g. CNN-SVM,CNNaug-ss (not a deviation)."),
-    layer: str | None = typer.Option(None, "--layer", "-l", help="Another layer than the card's (fc6 for AlexNet/VGG, pool otherwise). A deviation when it differs."),
+    layer: str | None = typer.Option(None, "--layer", "-l", callback=_nonempty_layer, help="Another layer than the card's (fc6 for AlexNet/VGG, pool otherwise). A deviation when it differs."),
     C: str | None = typer.Option(None, "--C", help="One C for every SVM dataset, or a grid (0.1,1,10) chosen by CV. A deviation."),
     c_selection: str | None = typer.Option(None, "--c-selection", help="paper (the card's C values) or cv (k-fold CV over the card's grid). A deviation when it differs."),
     preprocess: PreprocessOpt = None,
@@ -42,7 +42,10 @@ def run(
     batch_size: BatchOpt = 32,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
-    compile: CompileOpt = False,
+    compile: bool = typer.Option(
+        False, "--compile/--no-compile", help="torch.compile the model for every extraction of the card (off unless given; "
+        "unlike extract/train-svm/evaluate, run does not decide it from the run's length)."
+    ),
     on_bad_image: BadImageOpt = "fail",
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,

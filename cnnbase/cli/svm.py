@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from . import app
 from ._console import console
@@ -89,15 +90,16 @@ def train_svm(
     opts = feature_options(locals())
     th = run_train(model, dataset, layer=layer, train_split=train_split, opts=opts, svm=svm_options(C, folds, mode, solver, norm, seed), ctx=ctx)
     verb = "reused" if th.reused else "trained"
-    Cs = sorted({float(c) for c in th.head.C_})
-    console.print(f"{verb} {len(th.head.C_)} SVM(s), C chosen from {Cs}: {th.path}")
+    console.print(f"{verb} {len(th.head.C_)} SVM(s), {_describe_c(th.head, folds)}: {escape(str(th.path))}", soft_wrap=True)
 
 
 @app.command()
 def evaluate(
     model: ModelArg,
     dataset: DatasetArg,
-    task: str | None = typer.Option(None, "--task", help="classification, multilabel or retrieval (default: the dataset's task)."),
+    task: str | None = typer.Option(
+        None, "--task", help="classification, multilabel, attributes or retrieval (default: the dataset's task)."
+    ),
     layer: LayerOpt = None,
     metric: str | None = typer.Option(None, "--metric", help="Override the benchmark's official metric (recorded as a deviation)."),
     train_split: str | None = typer.Option(None, "--train-split", help="Training split (retrieval on a labelled set: the database)."),
@@ -145,6 +147,21 @@ def evaluate(
     extra = ", ".join(f"{k} {v * (scale if 'map' in k or 'acc' in k else 1):.2f}" for k, v in rec.get("extra", {}).items())
     skipped = f"  ({rec['n_skipped']} bad images skipped)" if rec.get("n_skipped") else ""
     console.print(
-        f"[bold]{rec['dataset']}[/] {rec['task']}  {rec['backbone']} {rec['layer']}  "
-        f"[bold green]{rec['metric']} = {rec['value'] * scale:.2f}[/]" + (f"  ({extra})" if extra else "") + skipped
+        f"[bold]{escape(str(rec['dataset']))}[/] {escape(str(rec['task']))}  {escape(str(rec['backbone']))} {escape(str(rec['layer']))}  "
+        f"[bold green]{escape(str(rec['metric']))} = {rec['value'] * scale:.2f}[/]" + (f"  ({escape(extra)})" if extra else "") + skipped,
+        soft_wrap=True,
     )
+
+
+def _describe_c(head, folds: int) -> str:  # type: ignore[no-untyped-def]
+    """``C = 0.2 (fixed, no CV)``, or the C values chosen and the grid they were chosen from:
+    ``chosen C 0.01 (3 SVMs), 10 (1 SVM) by 3-fold CV from the grid 0.01, 0.1, 1, 10, 100``."""
+    from collections import Counter
+
+    chosen = Counter(float(c) for c in head.C_)
+    cs = getattr(head, "Cs_", None)
+    grid = sorted(float(c) for c in cs) if cs is not None and len(cs) else sorted(chosen)
+    if len(grid) == 1:
+        return f"C = {grid[0]:g} (fixed, no CV)"
+    picks = ", ".join(f"{c:g} ({n} SVM{'s' if n > 1 else ''})" for c, n in sorted(chosen.items()))
+    return f"chosen C {picks} by {folds}-fold CV from the grid {', '.join(f'{c:g}' for c in grid)}"

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from . import app
 from ._console import console
 from ._options import (
     BadImageOpt,
-    CompileOpt,
     DatasetArg,
     DatasetsOpt,
     ModelArg,
@@ -36,7 +36,7 @@ app.add_typer(transfer_app, name="transfer")
 
 PatchWorkersOpt = Annotated[
     int | None,
-    typer.Option("--workers", help="Processes cutting and resizing patches alongside the model (default: half the cores, at least 1; 0: in this process)."),
+    typer.Option("--workers", min=0, help="Processes cutting and resizing patches alongside the model (default: half the cores, at least 1; 0: in this process)."),
 ]
 CardOpt = Annotated[str, typer.Option("--card", help="Protocol card (name under tasks/ or a YAML path) giving the defaults.")]
 FrozenLayerOpt = Annotated[
@@ -62,15 +62,18 @@ LrOpt = Annotated[float | None, typer.Option("--lr", help="Initial learning rate
 PlateausOpt = Annotated[int | None, typer.Option("--plateaus", help="Stop at this many loss plateaus (card: 3 → 0.01, 0.001, 0.0001).")]
 MomentumOpt = Annotated[float | None, typer.Option("--momentum", help="SGD momentum (card: 0.9, Krizhevsky's recipe).")]
 WdOpt = Annotated[float | None, typer.Option("--weight-decay", help="Weight decay on weights (card: 5e-4).")]
-TrainBatchOpt = Annotated[int | None, typer.Option("--train-batch", help="SGD mini-batch (card: 128).")]
+TrainBatchOpt = Annotated[int | None, typer.Option("--train-batch", min=1, help="SGD mini-batch (card: 128).")]
 MaxEpochsOpt = Annotated[int | None, typer.Option("--max-epochs", help="Safety cap on epochs (card: 100).")]
 KOpt = Annotated[float | None, typer.Option("--k", help="Aggregation exponent: score = mean of p^k over patches (card: 5).")]
 PrecisionOpt = Annotated[str | None, typer.Option("--precision", help="fp32 (card) or bf16/fp16 for the frozen layers.")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Storage of patch activations: float16 (card) or float32.")]
-ExtractBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Patches per forward pass of the frozen layers.")]
+ExtractBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Patches per forward pass of the frozen layers.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of background sampling, initialisation, shuffling and dropout.")]
 WeightsSeedOpt = Annotated[int, typer.Option("--weights-seed", help="Seed of random initialisation when --weights random.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda[:N].")]
+TransferCompileOpt = Annotated[
+    bool | None, typer.Option("--compile/--no-compile", help="torch.compile the frozen layers for patch extraction (default: off).")
+]
 TrainSplitOpt = Annotated[str | None, typer.Option("--train-split", help="Training split (default: the dataset's, trainval for VOC).")]
 
 
@@ -143,7 +146,7 @@ def train_cmd(
     batch_size: ExtractBatchOpt = 256,
     workers: PatchWorkersOpt = None,
     device: DeviceOpt = "auto",
-    compile: CompileOpt = None,
+    compile: TransferCompileOpt = None,
     on_bad_image: BadImageOpt = "fail",
     progress: ProgressOpt = True,
 ) -> None:
@@ -169,7 +172,9 @@ def train_cmd(
     console.print(
         f"{verb} head on {t.n_train_patches:,} patches ({c.get('positive', 0):,} positive, {c.get('kept_background', 0):,} background "
         f"kept of {c.get('background', 0):,}; {c.get('two_labels', 0):,} two-label patches dropped), "
-        f"{len(t.fit.history)} epochs, final loss {last.get('loss', float('nan')):.4f} at lr {last.get('lr', float('nan')):g}: {t.path}"
+        f"{len(t.fit.history)} epochs, final loss {last.get('loss', float('nan')):.4f} at lr {last.get('lr', float('nan')):g}: "
+        f"{escape(str(t.path))}",
+        soft_wrap=True,
     )
 
 
@@ -215,7 +220,7 @@ def evaluate_cmd(
     batch_size: ExtractBatchOpt = 256,
     workers: PatchWorkersOpt = None,
     device: DeviceOpt = "auto",
-    compile: CompileOpt = None,
+    compile: TransferCompileOpt = None,
     on_bad_image: BadImageOpt = "fail",
     progress: ProgressOpt = True,
 ) -> None:
@@ -239,10 +244,11 @@ def evaluate_cmd(
     dev = rec["card"]["deviations"]
     other, other_name = ("voc_area_map", "area AP") if rec["metric"] == "voc07_map" else ("voc07_map", "11-point AP")
     console.print(
-        f"[bold]{rec['dataset']}[/] transfer ({rec['label']})  {rec['backbone']} {rec['layer']}  "
+        f"[bold]{escape(str(rec['dataset']))}[/] transfer ({escape(str(rec['label']))})  {escape(str(rec['backbone']))} {escape(str(rec['layer']))}  "
         f"[bold green]{rec['metric']} = {rec['value'] * 100:.2f}[/]  ({other_name} {rec['extra'].get(other, float('nan')) * 100:.2f}; "
         f"{rec['n_test']} test images, k = {rec['settings']['test']['k']:g})"
-        + (f"  [yellow]deviates from {rec['card']['name']}: {'; '.join(dev)}[/]" if dev else "")
+        + (f"  [yellow]deviates from {escape(str(rec['card']['name']))}: {escape('; '.join(dev))}[/]" if dev else ""),
+        soft_wrap=True,
     )
     if rec.get("maps"):
-        console.print(f"{len(rec['maps'])} localisation map(s) in {maps}")
+        console.print(f"{len(rec['maps'])} localisation map(s) in {escape(str(maps))}", soft_wrap=True)

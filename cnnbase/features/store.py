@@ -160,7 +160,7 @@ class StoreEntry:
     def manifest(self) -> dict[str, Any] | None:
         try:
             m = json.loads(self.manifest_path.read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no entry yet (a file in the store's way fails when writing)
             return None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StoreError(f"unreadable manifest {self.manifest_path} ({exc}); delete the folder to recompute") from None

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ..errors import ConfigError, DatasetError
 from .aggregate import aggregate_scores
@@ -109,10 +108,9 @@ def load_card(name: str | os.PathLike[str] = CARD_NAME) -> dict[str, Any]:
             p = resource_path(f"tasks/{name}.yaml")
         except ConfigError:
             raise ConfigError(f"no protocol card {name!r} (looked for tasks/{name}.yaml); pass a card file path") from None
-    try:
-        card = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read card {p}: {exc}".replace("\n", " ")) from None
+    from ..config import read_yaml
+
+    card = read_yaml(p)
     if not isinstance(card, dict) or not isinstance(card.get("settings"), dict):
         raise ConfigError(f"{p}: a transfer card needs a 'settings:' mapping")
     card.setdefault("name", p.stem)
