@@ -6,6 +6,8 @@ Prints images/s for
   (b) cnnbase's extraction end to end (building the model, probe, CPU plan, decoding, store writes);
   (c) the model alone on pre-loaded tensors, in cnnbase's precision/compile settings;
   (d) decode + preprocess (normalisation included, as cnnbase's decoding does it) alone, on all cores;
+  (e) the model's FLOPs per image and the fastest dense kernels' GFLOP/s in the same precision: the most any
+      extraction could reach on this CPU;
 and the ratios b/a and b/L with L = 1 / (1/c + 1/d), the limit when decoding and the model share the cores.
 On a shared machine whose speed drifts, ``--rounds N`` alternates (a) and (b) N times (each (b) in a fresh store, so
 the probe and the CPU plan run every time; torch.compile's own disk cache may shorten later compiles) and prints each
@@ -75,6 +77,37 @@ def plain_loop(paths: list[Path], model_name: str, node: str, batch: int) -> flo
             out.append(model(x)["f"].flatten(1))
     torch.cat(out)
     return len(paths) / (time.perf_counter() - t)
+
+
+def model_gflop(model: torch.nn.Module, node: str, crop: int) -> float:
+    """GFLOP (multiply and add counted apart) of one image through ``model`` up to ``node``, at ``crop``×``crop``."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    fx = create_feature_extractor(model, {node: "f"}).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fx(torch.zeros(1, 3, crop, crop))
+    return counter.get_total_flops() / 1e9
+
+
+def kernel_peak(precision: str, repeats: int) -> float:
+    """GFLOP/s of the fastest dense kernels this CPU runs in ``precision`` on all its threads: a 1×1 convolution
+    (channels_last, oneDNN, as in a ResNet bottleneck) and a square matrix product; the best of each's median."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    conv = torch.nn.Conv2d(1024, 1024, 1, bias=False).to(dtype).to(memory_format=torch.channels_last).eval()
+    x = torch.randn(16, 1024, 28, 28).to(dtype).contiguous(memory_format=torch.channels_last)
+    a, b = torch.randn(2048, 2048).to(dtype), torch.randn(2048, 2048).to(dtype)
+    best = 0.0
+    for fn, flop in ((lambda: conv(x), 2 * 16 * 28 * 28 * 1024 * 1024), (lambda: a @ b, 2 * 2048 ** 3)):
+        with torch.no_grad():
+            fn()
+            times = []
+            for _ in range(max(3, repeats)):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+        best = max(best, flop / statistics.median(times) / 1e9)
+    return best
 
 
 def main() -> None:
@@ -178,6 +211,12 @@ def main() -> None:
     L = 1 / (1 / c + 1 / d)
     print(f"b/a = {ratio:.2f}x{' (median of the rounds)' if args.rounds > 1 else ''}    L = 1/(1/c + 1/d) = {L:.1f} img/s    b/L = {b / L:.2f}")
     print(f"b/a at the limit L: L/a = {L / a:.2f}x; with the model alone: c/a = {c / a:.2f}x (no pipeline exceeds it)")
+    gflop = model_gflop(bb.model, node, bb.preprocess.crop)
+    peak = kernel_peak(run_opts.precision, args.repeats)
+    ceiling = peak / gflop
+    print(f"(e) {gflop:.3g} GFLOP per image; this CPU's fastest {run_opts.precision} kernels (1x1 conv, matmul) run "
+          f"{peak:.0f} GFLOP/s -> at most {ceiling:.1f} img/s; (c) runs at {100 * c / ceiling:.0f}% of that")
+    print(f"    so no extraction here exceeds b/a = {ceiling / a:.2f}x (decoding free, every FLOP at the kernels' peak)")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def test_bench_extract_prints_every_figure(tmp_path: Path) -> None:
                "--repeats", "1", "--rounds", "2")
     assert len(re.findall(r"round \d: \(a\) [\d.]+ img/s", out)) == 2
     for figure in (r"\(a\) plain torchvision loop +[\d.]+ img/s", r"\(b\) cnnbase extract, end to end +[\d.]+ img/s",
-                   r"\(c\) model alone", r"\(d\) decode \+ preprocess", r"b/a = [\d.]+x", r"b/L = [\d.]+"):
+                   r"\(c\) model alone", r"\(d\) decode \+ preprocess", r"b/a = [\d.]+x", r"b/L = [\d.]+",
+                   r"\(e\) [\d.]+ GFLOP per image; .* [\d.]+ GFLOP/s -> at most [\d.]+ img/s", r"exceeds b/a = [\d.]+x"):
         assert re.search(figure, out), (figure, out)
 
 
