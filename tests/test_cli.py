@@ -319,3 +319,13 @@ def test_train_svm_says_which_c_was_chosen(texture_set: Path, tmp_path: Path) ->
     assert r.exit_code == 0 and "by 2-fold CV from the grid 0.1, 1:" in r.stdout and "chosen C " in r.stdout
     r = invoke("train-svm", "tiny_cnn", str(texture_set), *FAST, "--store", str(tmp_path / "s"), "--C", "0.2")
     assert "C = 0.2 (fixed, no CV)" in r.stdout
+
+
+def test_run_with_no_dataset_present_fails(tmp_path: Path) -> None:
+    """A card run where every dataset is absent (this test's empty home) is exit 1, not a silent success."""
+    r = runner.invoke(app, ["run", "razavian2014", "-m", "tiny_cnn", "-w", "random", "--no-progress",
+                            "--store", str(tmp_path / "s"), "--results", str(tmp_path / "r.jsonl")])  # fmt: skip
+    assert r.exit_code == 1, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: nothing was run: no dataset of the card is present")
+    assert any(ln.startswith("skipped voc2007") for ln in lines) and "Traceback" not in r.output

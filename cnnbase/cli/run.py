@@ -100,8 +100,13 @@ def run(
             highlight=False,
             markup=False,
         )
-    if not recs:
-        console.print("nothing was run: no dataset of the card is present (see the lines above)")
+    if not recs:  # exit 1: a script that runs a card must not take "nothing present" for success
+        from ..errors import DatasetError
+
+        raise DatasetError(
+            "nothing was run: no dataset of the card is present (see the skipped lines above); get them with "
+            "`cnnbase datasets download NAME`, or point --datasets at a datasets.yaml whose roots hold them"
+        )
 
 
 def _csv(value: str | None) -> list[str] | None:

@@ -101,7 +101,7 @@ def evaluate(
         None, "--task", help="classification, multilabel, attributes or retrieval (default: the dataset's task)."
     ),
     layer: LayerOpt = None,
-    metric: str | None = typer.Option(None, "--metric", help="Override the benchmark's official metric (recorded as a deviation)."),
+    metric: str | None = typer.Option(None, "--metric", help="Override the benchmark's official metric (the record and its leaderboard column name the metric used)."),
     train_split: str | None = typer.Option(None, "--train-split", help="Training split (retrieval on a labelled set: the database)."),
     test_split: str | None = typer.Option(None, "--test-split", help="Test split (retrieval on a labelled set: the queries)."),
     C: CGridOpt = None,
