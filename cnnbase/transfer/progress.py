@@ -30,7 +30,10 @@ class _Bar:
 
         self.progress = Progress(*columns, console=err_console, transient=False)
         self.progress.__enter__()
-        self.task = self.progress.add_task(description, total=total, **fields)
+        from rich.markup import escape
+
+        # descriptions hold dataset names (a folder may be called "s[red]"): text, not markup
+        self.task = self.progress.add_task(escape(description), total=total, **fields)
 
     def __exit__(self, *exc: Any) -> None:
         if self.progress is not None:
