@@ -407,3 +407,34 @@ def test_bad_checkpoint_files_say_what_they_are(kind: str, expected: str, tmp_pa
     assert expected in msg and str(p) in msg, msg
     assert "\n" not in msg and "\x1b" not in msg and "weights_only` argument" not in msg
     assert msg.endswith("torch.save(model.state_dict(), path)")
+
+
+def test_published_weights_build_the_model_torchvision_builds_for_them() -> None:
+    """GoogLeNet's weights expect input rescaled inside the model (transform_input); a plain build would feed them
+    ImageNet-normalised pixels. A ViT's SWAG weights need the model built at their image size."""
+    from torchvision.models import GoogLeNet, GoogLeNet_Weights, ViT_B_16_Weights
+
+    from cnnbase.backbones import published_build_kwargs, weights_cache_path
+
+    assert published_build_kwargs("vit_b_16", ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1) == {"image_size": 384}
+    assert published_build_kwargs("vit_b_16", ViT_B_16_Weights.IMAGENET1K_V1) == {"image_size": 224}
+    torch.manual_seed(0)
+    published = GoogLeNet(transform_input=True, aux_logits=True, init_weights=True).eval()
+    path = weights_cache_path(GoogLeNet_Weights.IMAGENET1K_V1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(published.state_dict(), path)
+    bb = load_backbone("googlenet", allow_download=False)
+    assert bb.model.transform_input is True
+    x = torch.randn(2, 3, 64, 64)
+
+    def first_conv(m: torch.nn.Module) -> torch.Tensor:  # random weights make the logits constant: look early
+        seen = []
+        handle = m.conv1.register_forward_hook(lambda mod, inp, out: seen.append(out))
+        with torch.inference_mode():
+            m(x)
+        handle.remove()
+        return seen[0]
+
+    assert torch.equal(first_conv(bb.model), first_conv(published))
+    published.transform_input = False  # what the plain build computed: other numbers
+    assert not torch.allclose(first_conv(bb.model), first_conv(published))

@@ -15,8 +15,9 @@ import os
 import re
 import zipfile
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -255,6 +256,19 @@ def _published_names(name: str, state: dict[str, torch.Tensor]) -> dict[str, tor
     return {(m.group(1) + m.group(2) if (m := _DENSENET_OLD_KEY.match(k)) else k): v for k, v in state.items()}
 
 
+def published_build_kwargs(name: str, entry: Any) -> dict[str, Any]:
+    """The arguments torchvision's builder adds when it loads its own weights ``entry`` for ``name``, so the model
+    computes what the published one does: GoogLeNet and Inception v3 rescale ImageNet-normalised input to [-1, 1]
+    inside the model (``transform_input``; their weights were trained that way) and hold the auxiliary heads the
+    files carry; a ViT is built at its weights' image size (384 or 518 for the SWAG weights, which resize the
+    position embeddings)."""
+    if name in ("googlenet", "inception_v3"):
+        return {"transform_input": True, "aux_logits": True, "init_weights": False}
+    if name.startswith("vit_"):
+        return {"image_size": entry.meta["min_size"][0]}
+    return {}
+
+
 def load_backbone(
     name: str,
     weights: str | os.PathLike[str] | None = None,
@@ -304,7 +318,8 @@ def load_backbone(
                 )
             _download(entry, name, cached)
         try:
-            model, result = build_loaded(spec.builder, _published_names(name, _load_cached(cached)))
+            builder = partial(spec.builder, **published_build_kwargs(name, entry))
+            model, result = build_loaded(builder, _published_names(name, _load_cached(cached)))
         except RuntimeError as exc:  # a tensor of the wrong shape
             raise WeightsError(
                 f"weights {entry} do not fit {name} ({_first_sentence(str(exc).strip().rsplit(chr(10), 1)[-1], 160)}); "
