@@ -70,6 +70,15 @@ def join_views(views: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([v.permute(0, 2, 3, 1).numpy() for v in views])).permute(0, 3, 1, 2)
 
 
+def quiet_worker(_worker_id: int) -> None:
+    """A decode worker's start: SIGTERM is left to the main process, which turns it into an orderly stop (the
+    workers are shut down with the loader). A scheduler's kill reaches the whole process group; a worker killed by it
+    first made torch print a worker-death traceback above the resume hint."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _collate(items, normalize: tuple[Preprocess, torch.dtype, bool] | None = None):  # type: ignore[no-untyped-def]
     """In the worker: one batch tensor (one shared-memory block to pass, not one per image) + bad images.
 
@@ -450,6 +459,7 @@ def run_extraction(
             collate_fn=functools.partial(_collate, normalize=norm),
             persistent_workers=False,
             prefetch_factor=4,
+            worker_init_fn=quiet_worker,
             pin_memory=runner.device.type == "cuda",
         )
     else:

@@ -37,7 +37,7 @@ from PIL import Image
 from ..backbones import LoadedBackbone
 from ..datasets.base import ImageSet, Sample
 from ..errors import BadImageError, CnnbaseError, ConfigError, StoreError
-from ..features.extract import join_views, resolve_device
+from ..features.extract import join_views, quiet_worker, resolve_device
 from ..features.store import FeatureStore, StoreEntry, atomic_save_npy, file_sha256
 from .patches import GridSpec, patch_grid
 from .progress import ExtractProgress
@@ -297,6 +297,7 @@ def _run_shards(  # type: ignore[no-untyped-def]
         num_workers=workers,
         collate_fn=_collate,
         prefetch_factor=2 if workers > 0 else None,
+        worker_init_fn=quiet_worker if workers > 0 else None,
         pin_memory=runner.device.type == "cuda",
     )
     it = iter(loader)
