@@ -367,13 +367,13 @@ def resolve_precision(
         else:
             pending.append(n)
     if pending:
+        import io
+
+        from .features.store import atomic_write_bytes
+
         refs: dict[str, np.ndarray] = {}
         figs = _run_probe(bb, bb.preprocess.override(o.preprocess), probe_samples(ds), pending, o, fast, device, refs)
         for n, fig in figs.items():
-            import io
-
-            from .features.store import atomic_write_bytes
-
             fig["splits"] = default_splits(ds)  # what the sample was drawn from
             paths[n].parent.mkdir(parents=True, exist_ok=True)
             if n in refs:  # kept for the compiled model's check (:func:`_probe_compiled`)

@@ -233,24 +233,26 @@ def resolve_device(device: str | None) -> str:
     raise ConfigError(f"unknown --device {device!r}; choose auto, cpu, cuda or cuda:N")
 
 
+def cpu_bf16_units() -> list[str]:
+    """This CPU's native bf16 units, as torch reports them: ``amx_tile`` and/or ``avx512_bf16``."""
+    cpu = getattr(torch, "cpu", None)
+    return [u for u in ("amx_tile", "avx512_bf16") if getattr(cpu, f"_is_{u}_supported", lambda: False)()]
+
+
 def compute_kind(device: str = "cpu") -> str:
     """What computes on ``device``, as far as low-precision numbers depend on it: the GPU's name, or the CPU's
     instruction set with its bf16 units (AMX tiles and AVX512-BF16 accumulate differently). Keys the precision probe,
     so a store shared between machines never lends one machine's verdict to another."""
     if device.startswith("cuda"):
         return "cuda:" + torch.cuda.get_device_name(device)
-    cpu = getattr(torch, "cpu", None)
-    units = [u for u in ("amx_tile", "avx512_bf16") if getattr(cpu, f"_is_{u}_supported", lambda: False)()]
-    return "cpu:" + "+".join([torch.backends.cpu.get_cpu_capability(), *units])
+    return "cpu:" + "+".join([torch.backends.cpu.get_cpu_capability(), *cpu_bf16_units()])
 
 
 def fast_precision(device: str = "cpu") -> str:
     """The fastest precision worth probing on ``device``: bf16 where the hardware has it natively, else fp32."""
     if device.startswith("cuda"):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    cpu = getattr(torch, "cpu", None)
-    native = cpu is not None and (getattr(cpu, "_is_amx_tile_supported", lambda: False)() or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
-    return "bf16" if native else "fp32"
+    return "bf16" if cpu_bf16_units() else "fp32"
 
 
 def probe_sample(n: int, k: int = PROBE_IMAGES) -> list[int]:

@@ -287,8 +287,8 @@ class StoreEntry:
             dtype=str(full.dtype),
             sha256=digest,
             skipped=skipped,
-            bytes=(self.path / "features.npy").stat().st_size,
-            mtime_ns=(self.path / "features.npy").stat().st_mtime_ns,  # a later change re-checks the checksum
+            bytes=(st := (self.path / "features.npy").stat()).st_size,
+            mtime_ns=st.st_mtime_ns,  # a later change re-checks the checksum
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         self.write_manifest(m)
@@ -327,11 +327,12 @@ class StoreEntry:
         if not m or m.get("status") != "complete":
             raise StoreError(f"{self.path}: extraction not finished; rerun `cnnbase extract` with the same options")
         f = self.path / "features.npy"
-        size = f.stat().st_size if f.is_file() else None
+        st = f.stat() if f.is_file() else None
+        size = st.st_size if st else None
         if size != m.get("bytes"):
             what = "missing" if size is None else f"truncated or the wrong size ({size} bytes, the manifest says {m.get('bytes')})"
             raise StoreError(f"{f} is {what}; delete {self.path} and rerun extract")
-        mtime = f.stat().st_mtime_ns
+        mtime = st.st_mtime_ns  # type: ignore[union-attr]  (the size check above needs the file)
         if verify or (verify is None and mtime != m.get("mtime_ns")):
             if file_sha256(f) != m.get("sha256"):
                 raise StoreError(f"{f} fails its checksum (changed on disk); delete {self.path} and rerun extract")
